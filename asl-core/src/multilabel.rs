@@ -1,0 +1,563 @@
+//! Multi-label (sigmoid) asymmetric loss: configuration, the fused CPU op with its backward, and
+//! the composed reference built from candle tensor ops.
+//!
+//! Paper: Ben-Baruch, Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021
+//! (arXiv 2009.14119), equations (1)-(4). Reference code: Alibaba-MIIL/ASL
+//! `src/loss_functions/losses.py` (`AsymmetricLoss`, `AsymmetricLossOptimized`) and timm
+//! `timm/loss/asymmetric_loss.py`.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::AslError;
+use crate::kernel::{self, asl_element, AslParams, Compute, Elem, GradCache, Slice, CHUNK};
+
+/// How per-element losses are combined into the value `forward` returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// Sum over all `N * C` elements (the ASL reference and the paper's training recipe).
+    #[default]
+    Sum,
+    /// Mean over all `N * C` elements.
+    Mean,
+    /// Sum divided by the batch size `N` (timm's `batchmean` default).
+    BatchMean,
+    /// No reduction: the per-element loss, shape `[N, C]` (or `[N]` for the single-label loss).
+    None,
+}
+
+impl Reduction {
+    /// The factor applied to the summed loss, for `total` elements in `rows` rows.
+    pub(crate) fn scale(self, rows: usize, total: usize) -> f64 {
+        match self {
+            Reduction::Sum | Reduction::None => 1.0,
+            Reduction::Mean => 1.0 / total as f64,
+            Reduction::BatchMean => 1.0 / rows as f64,
+        }
+    }
+}
+
+/// Parameters of the multi-label asymmetric loss.
+///
+/// ```
+/// use asl_core::{AslConfig, Reduction};
+/// let cfg = AslConfig { reduction: Reduction::BatchMean, ..AslConfig::paper() };
+/// assert_eq!((cfg.gamma_neg, cfg.gamma_pos, cfg.clip), (4.0, 0.0, 0.05));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AslConfig {
+    /// Focusing exponent for negatives (the paper's gamma-).
+    pub gamma_neg: f64,
+    /// Focusing exponent for positives (the paper's gamma+).
+    pub gamma_pos: f64,
+    /// Probability margin `m` for negatives: `p_m = max(p - clip, 0)`. 0 disables it.
+    pub clip: f64,
+    /// Lower clamp on the argument of each `log` (not label smoothing).
+    pub eps: f64,
+    /// `true`: the focal weight is a constant for the gradient (the reference `AsymmetricLoss`
+    /// default, and the paper's recipe); `false`: the gradient flows through it
+    /// (`AsymmetricLossOptimized`, timm). Forward values are identical either way.
+    pub detach_focal_weight: bool,
+    /// How element losses are combined.
+    pub reduction: Reduction,
+}
+
+impl Default for AslConfig {
+    /// The reference `AsymmetricLoss` defaults: gamma_neg 4, gamma_pos 1, clip 0.05, eps 1e-8,
+    /// detached focal weight, sum reduction.
+    fn default() -> Self {
+        AslConfig {
+            gamma_neg: 4.0,
+            gamma_pos: 1.0,
+            clip: 0.05,
+            eps: 1e-8,
+            detach_focal_weight: true,
+            reduction: Reduction::Sum,
+        }
+    }
+}
+
+impl AslConfig {
+    /// The paper's MS-COCO training setting: gamma_neg 4, gamma_pos 0, clip 0.05, detached, sum.
+    pub fn paper() -> Self {
+        AslConfig {
+            gamma_pos: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Plain binary cross-entropy with logits (sum reduction): no focusing, no clip.
+    pub fn bce() -> Self {
+        AslConfig {
+            gamma_neg: 0.0,
+            gamma_pos: 0.0,
+            clip: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Symmetric focal loss (alpha = 1) with exponent `gamma`, no clip.
+    pub fn focal(gamma: f64) -> Self {
+        AslConfig {
+            gamma_neg: gamma,
+            gamma_pos: gamma,
+            clip: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Checks that every value is in the range the loss is defined for.
+    pub fn validate(&self) -> std::result::Result<(), AslError> {
+        let bad = |m: String| Err(AslError::InvalidConfig(m));
+        if !(self.gamma_neg >= 0.0 && self.gamma_neg.is_finite()) {
+            return bad(format!(
+                "gamma_neg must be finite and >= 0, got {}",
+                self.gamma_neg
+            ));
+        }
+        if !(self.gamma_pos >= 0.0 && self.gamma_pos.is_finite()) {
+            return bad(format!(
+                "gamma_pos must be finite and >= 0, got {}",
+                self.gamma_pos
+            ));
+        }
+        if !(0.0..1.0).contains(&self.clip) {
+            return bad(format!("clip must be in [0, 1), got {}", self.clip));
+        }
+        if !(0.0..1.0).contains(&self.eps) {
+            return bad(format!("eps must be in [0, 1), got {}", self.eps));
+        }
+        Ok(())
+    }
+}
+
+/// The multi-label asymmetric loss.
+///
+/// `forward` runs the fused CPU kernel (one pass computes the loss and, when the logits are part
+/// of an autograd graph, the gradient); `forward_composed` computes the same math from candle
+/// tensor ops and is the readable reference the kernel is tested against.
+///
+/// ```
+/// use asl_core::{AslConfig, AsymmetricLoss};
+/// use candle_core::{Device, Tensor, Var};
+/// # fn main() -> candle_core::Result<()> {
+/// let logits = Var::new(&[[2.0f32, -1.0, 0.5]], &Device::Cpu)?;
+/// let targets = Tensor::new(&[[1.0f32, 0.0, 1.0]], &Device::Cpu)?;
+/// let loss = AsymmetricLoss::new(AslConfig::default()).forward(logits.as_tensor(), &targets)?;
+/// let grads = loss.backward()?;
+/// assert_eq!(grads.get(&logits).unwrap().dims(), &[1, 3]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct AsymmetricLoss {
+    cfg: AslConfig,
+}
+
+impl AsymmetricLoss {
+    /// A loss with the given configuration (checked when the loss is evaluated).
+    pub fn new(cfg: AslConfig) -> Self {
+        AsymmetricLoss { cfg }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AslConfig {
+        &self.cfg
+    }
+
+    /// The loss of `logits` `[N, C]` (f16, bf16, f32 or f64) against `targets` of the same shape
+    /// (0/1 or soft labels in [0, 1]; any float dtype, or u8/u32/i64), computed by the fused kernel.
+    ///
+    /// The result is f32 (f64 for f64 logits): a scalar, or `[N, C]` for `Reduction::None`.
+    /// Targets receive no gradient.
+    pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        check_inputs(&self.cfg, logits, targets)?;
+        let logits = logits.contiguous()?;
+        let targets = targets.contiguous()?;
+        let op = FusedAsl {
+            cfg: self.cfg,
+            want_grad: logits.track_op(),
+            grad: GradCache::default(),
+        };
+        if op.want_grad {
+            logits.apply_op2(&targets, op)
+        } else {
+            logits.apply_op2_no_bwd(&targets, &op)
+        }
+    }
+
+    /// The same loss composed from candle tensor ops, with candle's autograd for the gradient.
+    /// Slower and memory-hungry; kept as the readable reference for the fused kernel. It
+    /// computes in f64 whatever the logits' dtype (candle has no `log1p`, so in f32 the composed
+    /// `log(1 + e)` would lose the small terms the fused kernel keeps) and returns the same dtype
+    /// and shape as [`forward`](Self::forward).
+    pub fn forward_composed(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        check_inputs(&self.cfg, logits, targets)?;
+        check_target_values(targets)?;
+        let cfg = &self.cfg;
+        let x = logits.to_dtype(DType::F64)?;
+        let y = targets.to_dtype(DType::F64)?;
+        let not_y = y.affine(-1.0, 1.0)?;
+        // log p = -softplus(-x), log(1 - p) = -softplus(x); p and 1 - p as their exponentials
+        // (1 - p is never formed by subtraction, not even in the backward of a sigmoid op).
+        let log_p = softplus(&x.neg()?)?.neg()?;
+        let log_sn = softplus(&x)?.neg()?;
+        let p = log_p.exp()?;
+        let sn = log_sn.exp()?;
+        let ln_eps = cfg.eps.ln();
+
+        // log(max(p, eps)) and log(max(p_neg, eps)), p_neg = min(1 - p + clip, 1).
+        let log_p = log_p.maximum(ln_eps)?;
+        let log_p_neg = if cfg.clip > 0.0 {
+            sn.affine(1.0, cfg.clip)?
+                .minimum(1.0)?
+                .maximum(cfg.eps)?
+                .log()?
+        } else {
+            log_sn.maximum(ln_eps)?
+        };
+        let a = ((&y * log_p)? + (&not_y * log_p_neg)?)?;
+
+        let loss = if cfg.gamma_pos > 0.0 || cfg.gamma_neg > 0.0 {
+            // 1 - pt: 1 - p for positives, the shifted probability max(p - clip, 0) for negatives.
+            let p_m = if cfg.clip > 0.0 {
+                p.affine(1.0, -cfg.clip)?.relu()?
+            } else {
+                p.clone()
+            };
+            let base = ((&y * &sn)? + (&not_y * p_m)?)?;
+            let gamma = y.affine(cfg.gamma_pos - cfg.gamma_neg, cfg.gamma_neg)?;
+            let w = pow_composed(&base, &gamma)?;
+            let w = if cfg.detach_focal_weight {
+                w.detach()
+            } else {
+                w
+            };
+            (a * w)?.neg()?
+        } else {
+            a.neg()?
+        };
+        let (rows, _) = loss.dims2()?;
+        let loss = match cfg.reduction {
+            Reduction::None => loss,
+            r => loss
+                .sum_all()?
+                .affine(r.scale(rows, loss.elem_count()), 0.0)?,
+        };
+        loss.to_dtype(kernel::compute_dtype(logits.dtype()))
+    }
+}
+
+/// `softplus(z) = max(z, 0) + log1p(exp(-|z|))`, composed.
+pub(crate) fn softplus(z: &Tensor) -> Result<Tensor> {
+    z.relu()? + log1p_small(&z.abs()?.neg()?.exp()?)?
+}
+
+/// `log(1 + e)` for `e` in [0, 1] without losing small `e` (candle has no `log1p`): the series
+/// `e - e^2/2 + e^3/3` below 1e-4 (error below e^4/4), `log(1 + e)` above (relative error about
+/// 1e-12 in f64). Both branches are finite, so the gradient has no NaN.
+fn log1p_small(e: &Tensor) -> Result<Tensor> {
+    let e2 = e.sqr()?;
+    let series = ((e - e2.affine(0.5, 0.0)?)? + (&e2 * e)?.affine(1.0 / 3.0, 0.0)?)?;
+    e.lt(1e-4)?.where_cond(&series, &e.affine(1.0, 1.0)?.log()?)
+}
+
+/// `b^g` for `b >= 0` with `0^0 = 1`, `0^g = 0` and no NaN in the gradient (candle's `pow` is
+/// `exp(g log b)`, which is NaN at 0).
+pub(crate) fn pow_composed(b: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let positive = b.gt(0.0)?;
+    let safe_b = positive.where_cond(b, &b.ones_like()?)?;
+    let pow = (g * safe_b.log()?)?.exp()?;
+    let at_zero = g.eq(0.0)?.to_dtype(b.dtype())?;
+    positive.where_cond(&pow, &at_zero)
+}
+
+const LOGITS_DTYPES: &str = "f16, bf16, f32, f64";
+const TARGET_DTYPES: &str = "u8, u32, i64, f16, bf16, f32, f64";
+
+/// Shape, dtype, device and configuration checks shared by both paths.
+fn check_inputs(cfg: &AslConfig, logits: &Tensor, targets: &Tensor) -> Result<()> {
+    cfg.validate()?;
+    if logits.rank() != 2 || logits.elem_count() == 0 {
+        return Err(AslError::Shape {
+            what: "ASL logits",
+            expected: "a non-empty [N, C] tensor".into(),
+            got: logits.shape().clone(),
+        }
+        .into());
+    }
+    if targets.shape() != logits.shape() {
+        return Err(AslError::Shape {
+            what: "ASL targets",
+            expected: format!("the logits' shape {:?}", logits.dims()),
+            got: targets.shape().clone(),
+        }
+        .into());
+    }
+    if !matches!(
+        logits.dtype(),
+        DType::F16 | DType::BF16 | DType::F32 | DType::F64
+    ) {
+        return Err(AslError::DType {
+            what: "ASL logits",
+            dtype: logits.dtype(),
+            accepted: LOGITS_DTYPES,
+        }
+        .into());
+    }
+    if !matches!(
+        targets.dtype(),
+        DType::U8 | DType::U32 | DType::I64 | DType::F16 | DType::BF16 | DType::F32 | DType::F64
+    ) {
+        return Err(AslError::DType {
+            what: "ASL targets",
+            dtype: targets.dtype(),
+            accepted: TARGET_DTYPES,
+        }
+        .into());
+    }
+    if !logits.device().same_device(targets.device()) {
+        return Err(candle_core::Error::msg(format!(
+            "ASL logits are on {:?} but targets on {:?}",
+            logits.device().location(),
+            targets.device().location()
+        )));
+    }
+    Ok(())
+}
+
+/// The composed path's target check (the fused kernel checks while it computes).
+fn check_target_values(targets: &Tensor) -> Result<()> {
+    let cols = targets.dim(1)?;
+    let values = targets
+        .flatten_all()?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+    match values.iter().position(|v| !(0.0..=1.0).contains(v)) {
+        None => Ok(()),
+        Some(i) => Err(AslError::TargetOutOfRange {
+            row: i / cols,
+            col: i % cols,
+            value: values[i],
+        }
+        .into()),
+    }
+}
+
+/// The fused multi-label ASL as a candle custom op. Inputs: logits, targets (contiguous).
+struct FusedAsl {
+    cfg: AslConfig,
+    /// Whether `cpu_fwd` also writes the gradient (only when the logits are in a graph).
+    want_grad: bool,
+    grad: GradCache,
+}
+
+/// What one pass over the data produced.
+struct Pass<F> {
+    /// Sum of element losses, accumulated in f64 in a fixed order.
+    sum: f64,
+    /// Element losses (only for `Reduction::None`).
+    per_element: Vec<F>,
+    /// `d reduced loss / d logits` (only when asked).
+    grad: Vec<F>,
+}
+
+/// One pass over the data: loss, per-element losses and gradient, rayon-parallel over fixed chunks.
+fn multilabel_pass<F: Compute, L: Elem, T: Elem>(
+    x: &[L],
+    y: &[T],
+    cols: usize,
+    prm: &AslParams<F>,
+    per_element: bool,
+    want_grad: bool,
+    grad_scale: F,
+) -> std::result::Result<Pass<F>, AslError> {
+    let n = x.len();
+    let mut grad = if want_grad {
+        vec![F::zero(); n]
+    } else {
+        Vec::new()
+    };
+    let mut per_el = if per_element {
+        vec![F::zero(); n]
+    } else {
+        Vec::new()
+    };
+    let mut grad_chunks = grad.chunks_mut(CHUNK);
+    let mut loss_chunks = per_el.chunks_mut(CHUNK);
+    let jobs: Vec<_> = (0..n.div_ceil(CHUNK))
+        .map(|c| (c * CHUNK, grad_chunks.next(), loss_chunks.next()))
+        .collect();
+    let partial_sums = jobs
+        .into_par_iter()
+        .map(|(start, grad, loss)| {
+            let end = (start + CHUNK).min(n);
+            multilabel_chunk(
+                &x[start..end],
+                &y[start..end],
+                start,
+                cols,
+                prm,
+                grad,
+                loss,
+                grad_scale,
+            )
+        })
+        .collect::<std::result::Result<Vec<f64>, AslError>>()?;
+    Ok(Pass {
+        sum: partial_sums.iter().sum(),
+        per_element: per_el,
+        grad,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn multilabel_chunk<F: Compute, L: Elem, T: Elem>(
+    x: &[L],
+    y: &[T],
+    start: usize,
+    cols: usize,
+    prm: &AslParams<F>,
+    mut grad: Option<&mut [F]>,
+    mut loss: Option<&mut [F]>,
+    grad_scale: F,
+) -> std::result::Result<f64, AslError> {
+    let mut acc = 0f64;
+    for (i, (&xi, &yi)) in x.iter().zip(y).enumerate() {
+        let t = F::of(yi);
+        if !(t >= F::zero() && t <= F::one()) {
+            return Err(AslError::TargetOutOfRange {
+                row: (start + i) / cols,
+                col: (start + i) % cols,
+                value: yi.to_f64(),
+            });
+        }
+        let (l, d) = asl_element(F::of(xi), t, prm);
+        acc += l.to_f64().unwrap_or(f64::NAN);
+        if let Some(g) = grad.as_deref_mut() {
+            g[i] = d * grad_scale;
+        }
+        if let Some(o) = loss.as_deref_mut() {
+            o[i] = l;
+        }
+    }
+    Ok(acc)
+}
+
+impl FusedAsl {
+    fn run<F: Compute>(
+        &self,
+        x: Slice,
+        y: Slice,
+        dims: (usize, usize),
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, cols) = dims;
+        let prm = AslParams::<F>::new(&self.cfg);
+        let scale = self.cfg.reduction.scale(rows, rows * cols);
+        let per_element = self.cfg.reduction == Reduction::None;
+        let gs = F::from_f64(scale);
+        macro_rules! go {
+            ($x:expr) => {
+                match y {
+                    Slice::U8(y) => {
+                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
+                    }
+                    Slice::U32(y) => {
+                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
+                    }
+                    Slice::I64(y) => {
+                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
+                    }
+                    Slice::F16(y) => {
+                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
+                    }
+                    Slice::BF16(y) => {
+                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
+                    }
+                    Slice::F32(y) => {
+                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
+                    }
+                    Slice::F64(y) => {
+                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
+                    }
+                }
+            };
+        }
+        let pass: Pass<F> = match x {
+            Slice::F16(x) => go!(x),
+            Slice::BF16(x) => go!(x),
+            Slice::F32(x) => go!(x),
+            Slice::F64(x) => go!(x),
+            _ => unreachable!("logits dtype checked in forward"),
+        }?;
+        if self.want_grad {
+            self.grad.put(pass.grad)?;
+        }
+        if per_element {
+            Ok((F::into_storage(pass.per_element), Shape::from((rows, cols))))
+        } else {
+            let v = F::from_f64(pass.sum * scale);
+            Ok((F::into_storage(vec![v]), Shape::from(())))
+        }
+    }
+}
+
+impl candle_core::CustomOp2 for FusedAsl {
+    fn name(&self) -> &'static str {
+        "asymmetric-loss"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims2()?;
+        let x = kernel::slice(s1, l1, "ASL logits")?;
+        let y = kernel::slice(s2, l2, "ASL targets")?;
+        match s1.dtype() {
+            DType::F64 => self.run::<f64>(x, y, dims),
+            _ => self.run::<f32>(x, y, dims),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::via_cpu2(self, s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let cached = match self.grad.take()? {
+            Some(g) => g,
+            None => {
+                // A second backward over the same graph: run the pass again.
+                let again = FusedAsl {
+                    cfg: self.cfg,
+                    want_grad: true,
+                    grad: GradCache::default(),
+                };
+                logits
+                    .to_device(&Device::Cpu)?
+                    .apply_op2_no_bwd(&targets.to_device(&Device::Cpu)?, &again)?;
+                again.grad.take_required()?
+            }
+        };
+        let grad = kernel::chain_upstream(cached, self.cfg.reduction, grad_res, logits)?;
+        Ok((Some(grad), None))
+    }
+}

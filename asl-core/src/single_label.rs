@@ -1,0 +1,466 @@
+//! Single-label (softmax) asymmetric loss with label smoothing.
+//!
+//! Reference: Alibaba-MIIL/ASL `src/loss_functions/losses.py`, `ASLSingleLabel`
+//! (see `shared/spec/asl-loss.md` section 2). The focal weights are differentiated, as in the
+//! reference.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::AslError;
+use crate::kernel::{self, Compute, Elem, GradCache, Slice, CHUNK};
+use crate::multilabel::pow_composed;
+use crate::Reduction;
+
+/// Parameters of the single-label asymmetric loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SingleLabelConfig {
+    /// Focusing exponent on the target class: weight `(1 - p_target)^gamma_pos`.
+    pub gamma_pos: f64,
+    /// Focusing exponent on the other classes: weight `p_k^gamma_neg`.
+    pub gamma_neg: f64,
+    /// Label-smoothing factor (called `eps` in the reference): the target distribution is
+    /// `one_hot * (1 - eps) + eps / K`.
+    pub eps: f64,
+    /// `Mean` (the reference's `'mean'`) or `BatchMean`: mean over samples; `Sum`: sum over
+    /// samples; `None`: the per-sample losses, shape `[N]`.
+    pub reduction: Reduction,
+}
+
+impl Default for SingleLabelConfig {
+    /// The reference `ASLSingleLabel` defaults: gamma_pos 0, gamma_neg 4, eps 0.1, mean.
+    fn default() -> Self {
+        SingleLabelConfig {
+            gamma_pos: 0.0,
+            gamma_neg: 4.0,
+            eps: 0.1,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+impl SingleLabelConfig {
+    /// Checks that every value is in the range the loss is defined for.
+    pub fn validate(&self) -> std::result::Result<(), AslError> {
+        for (name, g) in [("gamma_pos", self.gamma_pos), ("gamma_neg", self.gamma_neg)] {
+            if !(g >= 0.0 && g.is_finite()) {
+                return Err(AslError::InvalidConfig(format!(
+                    "{name} must be finite and >= 0, got {g}"
+                )));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.eps) {
+            return Err(AslError::InvalidConfig(format!(
+                "eps (label smoothing) must be in [0, 1], got {}",
+                self.eps
+            )));
+        }
+        Ok(())
+    }
+
+    fn scale(&self, rows: usize) -> f64 {
+        match self.reduction {
+            Reduction::Mean | Reduction::BatchMean => 1.0 / rows as f64,
+            Reduction::Sum | Reduction::None => 1.0,
+        }
+    }
+}
+
+/// The single-label asymmetric loss: softmax cross-entropy with asymmetric focusing and label
+/// smoothing. With `gamma_pos = gamma_neg = eps = 0` it is exactly cross-entropy.
+///
+/// ```
+/// use asl_core::{AslSingleLabel, SingleLabelConfig};
+/// use candle_core::{Device, Tensor};
+/// # fn main() -> candle_core::Result<()> {
+/// let logits = Tensor::new(&[[2.0f32, -1.0, 0.5], [0.1, 0.2, 0.3]], &Device::Cpu)?;
+/// let classes = Tensor::new(&[0u32, 2], &Device::Cpu)?;
+/// let loss = AslSingleLabel::new(SingleLabelConfig::default()).forward(&logits, &classes)?;
+/// assert!(loss.to_scalar::<f32>()? > 0.0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct AslSingleLabel {
+    cfg: SingleLabelConfig,
+}
+
+impl AslSingleLabel {
+    /// A loss with the given configuration (checked when the loss is evaluated).
+    pub fn new(cfg: SingleLabelConfig) -> Self {
+        AslSingleLabel { cfg }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SingleLabelConfig {
+        &self.cfg
+    }
+
+    /// The loss of `logits` `[N, K]` (f16, bf16, f32, f64) against class indices `[N]` (u8, u32
+    /// or i64), by the fused kernel. The result is f32 (f64 for f64 logits).
+    pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        check_inputs(&self.cfg, logits, targets)?;
+        let logits = logits.contiguous()?;
+        let targets = targets.contiguous()?;
+        let op = FusedSingleLabel {
+            cfg: self.cfg,
+            want_grad: logits.track_op(),
+            grad: GradCache::default(),
+        };
+        if op.want_grad {
+            logits.apply_op2(&targets, op)
+        } else {
+            logits.apply_op2_no_bwd(&targets, &op)
+        }
+    }
+
+    /// The same loss composed from candle ops (the reference the fused kernel is tested against),
+    /// computed in f64 and returned in the same dtype as [`forward`](Self::forward).
+    pub fn forward_composed(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        check_inputs(&self.cfg, logits, targets)?;
+        let (rows, k) = logits.dims2()?;
+        let cdt = DType::F64;
+        let classes = targets.to_dtype(DType::I64)?.to_vec1::<i64>()?;
+        let mut one_hot = vec![0f64; rows * k];
+        for (row, &c) in classes.iter().enumerate() {
+            let c = check_class(row, c, k)?;
+            one_hot[row * k + c] = 1.0;
+        }
+        let t = Tensor::from_vec(one_hot, (rows, k), logits.device())?.to_dtype(cdt)?;
+        let not_t = t.affine(-1.0, 1.0)?;
+
+        let x = logits.to_dtype(cdt)?;
+        let log_p = candle_nn::ops::log_softmax(&x, 1)?;
+        let p = log_p.exp()?;
+        let full = |g: f64| p.ones_like()?.affine(g, 0.0);
+        let w_target = pow_composed(&p.affine(-1.0, 1.0)?, &full(self.cfg.gamma_pos)?)?;
+        let w_other = pow_composed(&p, &full(self.cfg.gamma_neg)?)?;
+        let w = ((&t * w_target)? + (&not_t * w_other)?)?;
+        let smoothed = t.affine(1.0 - self.cfg.eps, self.cfg.eps / k as f64)?;
+        let per_sample = (smoothed * log_p)?.mul(&w)?.sum(1)?.neg()?;
+        let loss = match self.cfg.reduction {
+            Reduction::None => per_sample,
+            _ => per_sample.sum_all()?.affine(self.cfg.scale(rows), 0.0)?,
+        };
+        loss.to_dtype(kernel::compute_dtype(logits.dtype()))
+    }
+}
+
+fn check_class(row: usize, c: i64, k: usize) -> std::result::Result<usize, AslError> {
+    if c < 0 || c as u64 >= k as u64 {
+        Err(AslError::ClassIndexOutOfRange {
+            row,
+            value: c,
+            num_classes: k,
+        })
+    } else {
+        Ok(c as usize)
+    }
+}
+
+fn check_inputs(cfg: &SingleLabelConfig, logits: &Tensor, targets: &Tensor) -> Result<()> {
+    cfg.validate()?;
+    if logits.rank() != 2 || logits.elem_count() == 0 {
+        return Err(AslError::Shape {
+            what: "single-label ASL logits",
+            expected: "a non-empty [N, K] tensor".into(),
+            got: logits.shape().clone(),
+        }
+        .into());
+    }
+    if targets.dims() != [logits.dim(0)?] {
+        return Err(AslError::Shape {
+            what: "single-label ASL targets",
+            expected: format!("class indices of shape [{}]", logits.dim(0)?),
+            got: targets.shape().clone(),
+        }
+        .into());
+    }
+    if !matches!(
+        logits.dtype(),
+        DType::F16 | DType::BF16 | DType::F32 | DType::F64
+    ) {
+        return Err(AslError::DType {
+            what: "single-label ASL logits",
+            dtype: logits.dtype(),
+            accepted: "f16, bf16, f32, f64",
+        }
+        .into());
+    }
+    if !matches!(targets.dtype(), DType::U8 | DType::U32 | DType::I64) {
+        return Err(AslError::DType {
+            what: "single-label ASL targets (class indices)",
+            dtype: targets.dtype(),
+            accepted: "u8, u32, i64",
+        }
+        .into());
+    }
+    if !logits.device().same_device(targets.device()) {
+        return Err(candle_core::Error::msg(
+            "single-label ASL: logits and targets are on different devices",
+        ));
+    }
+    Ok(())
+}
+
+/// A class index read from any integer target dtype.
+trait ClassIndex: Elem {
+    fn index(self) -> i64;
+}
+impl ClassIndex for u8 {
+    fn index(self) -> i64 {
+        self as i64
+    }
+}
+impl ClassIndex for u32 {
+    fn index(self) -> i64 {
+        self as i64
+    }
+}
+impl ClassIndex for i64 {
+    fn index(self) -> i64 {
+        self
+    }
+}
+
+/// `p^g` with a fast path for small integer exponents (the defaults: 0, 1, 4).
+#[inline(always)]
+fn pow_g<F: Compute>(b: F, g: F, gi: Option<i32>) -> F {
+    match gi {
+        Some(i) => b.powi(i),
+        None if b == F::zero() => {
+            if g == F::zero() {
+                F::one()
+            } else {
+                F::zero()
+            }
+        }
+        None => b.powf(g),
+    }
+}
+
+fn small_int(g: f64) -> Option<i32> {
+    (g.fract() == 0.0 && (0.0..=64.0).contains(&g)).then_some(g as i32)
+}
+
+/// Loss and gradient of one row. `grad` (when given) receives `d loss_row / d x * scale`.
+///
+/// With `l = log_softmax(x)`, `p = exp(l)`, smoothed target `s` and weights `w`:
+/// `loss = -sum_k s_k l_k w_k`, and since `dl_k/dx_j = d_kj - p_j` and `dp_k/dx_j = p_k (d_kj - p_j)`,
+/// `dloss/dx_j = -(c_j - p_j sum_k c_k)` with `c_k = s_k (w_k + l_k p_k dw_k/dp_k)`.
+#[inline(always)]
+fn single_label_row<F: Compute, L: Elem>(
+    x: &[L],
+    target: usize,
+    cfg: &SingleLabelConfig,
+    grad: Option<&mut [F]>,
+    scale: F,
+) -> F {
+    let k = x.len();
+    let zero = F::zero();
+    let one = F::one();
+    let gp = F::from_f64(cfg.gamma_pos);
+    let gn = F::from_f64(cfg.gamma_neg);
+    let (gpi, gni) = (small_int(cfg.gamma_pos), small_int(cfg.gamma_neg));
+    let s_other = F::from_f64(cfg.eps / k as f64);
+    let s_target = F::from_f64(1.0 - cfg.eps + cfg.eps / k as f64);
+
+    let max = x.iter().fold(F::neg_infinity(), |m, &v| m.max(F::of(v)));
+    let sum_exp = x.iter().fold(zero, |s, &v| s + (F::of(v) - max).exp());
+    let lse = max + sum_exp.ln();
+
+    // (w_k, l_k p_k dw_k/dp_k) for one class.
+    let terms = |kk: usize, l: F, p: F| -> (F, F) {
+        if kk == target {
+            // 1 - p_t = -expm1(l_t): no cancellation when p_t is close to 1.
+            let q = -l.exp_m1();
+            if gp == zero {
+                (one, zero)
+            } else if q == zero {
+                (zero, if gp == one { -p } else { zero })
+            } else {
+                let q1 = pow_g(q, gp - one, gpi.map(|g| g - 1));
+                (q1 * q, -gp * p * q1)
+            }
+        } else {
+            let w = pow_g(p, gn, gni);
+            (w, gn * w)
+        }
+    };
+
+    let mut loss = zero;
+    let mut c_sum = zero;
+    match grad {
+        None => {
+            for (kk, &v) in x.iter().enumerate() {
+                let l = F::of(v) - lse;
+                let s = if kk == target { s_target } else { s_other };
+                let (w, _) = terms(kk, l, l.exp());
+                if s != zero && w != zero {
+                    loss = loss - s * l * w;
+                }
+            }
+        }
+        Some(g) => {
+            for (kk, &v) in x.iter().enumerate() {
+                let l = F::of(v) - lse;
+                let p = l.exp();
+                let s = if kk == target { s_target } else { s_other };
+                let (w, lpdw) = terms(kk, l, p);
+                let (lw, c) = if s == zero {
+                    (zero, zero)
+                } else {
+                    (s * l * w, s * (w + l * lpdw))
+                };
+                loss = loss - lw;
+                c_sum = c_sum + c;
+                g[kk] = c;
+            }
+            for (kk, &v) in x.iter().enumerate() {
+                let p = (F::of(v) - lse).exp();
+                g[kk] = -(g[kk] - p * c_sum) * scale;
+            }
+        }
+    }
+    loss
+}
+
+struct FusedSingleLabel {
+    cfg: SingleLabelConfig,
+    want_grad: bool,
+    grad: GradCache,
+}
+
+fn single_label_pass<F: Compute, L: Elem, T: ClassIndex>(
+    x: &[L],
+    t: &[T],
+    k: usize,
+    cfg: &SingleLabelConfig,
+    want_grad: bool,
+    scale: F,
+) -> std::result::Result<(Vec<F>, Vec<F>), AslError> {
+    let rows = t.len();
+    let rows_per_job = (CHUNK / k).max(1);
+    let mut per_row = vec![F::zero(); rows];
+    let mut grad = if want_grad {
+        vec![F::zero(); rows * k]
+    } else {
+        Vec::new()
+    };
+    let mut grad_chunks = grad.chunks_mut(rows_per_job * k);
+    let jobs: Vec<_> = per_row
+        .chunks_mut(rows_per_job)
+        .enumerate()
+        .map(|(j, out)| (j * rows_per_job, out, grad_chunks.next()))
+        .collect();
+    jobs.into_par_iter().try_for_each(|(first, out, mut g)| {
+        for (r, o) in out.iter_mut().enumerate() {
+            let row = first + r;
+            let class = check_class(row, t[row].index(), k)?;
+            let g_row = g.as_deref_mut().map(|g| &mut g[r * k..(r + 1) * k]);
+            *o = single_label_row(&x[row * k..(row + 1) * k], class, cfg, g_row, scale);
+        }
+        Ok::<(), AslError>(())
+    })?;
+    Ok((per_row, grad))
+}
+
+impl FusedSingleLabel {
+    fn run<F: Compute>(
+        &self,
+        x: Slice,
+        t: Slice,
+        dims: (usize, usize),
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, k) = dims;
+        let scale = self.cfg.scale(rows);
+        let gs = F::from_f64(scale);
+        macro_rules! go {
+            ($x:expr) => {
+                match t {
+                    Slice::U8(t) => single_label_pass($x, t, k, &self.cfg, self.want_grad, gs),
+                    Slice::U32(t) => single_label_pass($x, t, k, &self.cfg, self.want_grad, gs),
+                    Slice::I64(t) => single_label_pass($x, t, k, &self.cfg, self.want_grad, gs),
+                    _ => unreachable!("target dtype checked in forward"),
+                }
+            };
+        }
+        let (per_row, grad): (Vec<F>, Vec<F>) = match x {
+            Slice::F16(x) => go!(x),
+            Slice::BF16(x) => go!(x),
+            Slice::F32(x) => go!(x),
+            Slice::F64(x) => go!(x),
+            _ => unreachable!("logits dtype checked in forward"),
+        }?;
+        if self.want_grad {
+            self.grad.put(grad)?;
+        }
+        if self.cfg.reduction == Reduction::None {
+            Ok((F::into_storage(per_row), Shape::from(rows)))
+        } else {
+            let total: f64 = per_row.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).sum();
+            Ok((
+                F::into_storage(vec![F::from_f64(total * scale)]),
+                Shape::from(()),
+            ))
+        }
+    }
+}
+
+impl candle_core::CustomOp2 for FusedSingleLabel {
+    fn name(&self) -> &'static str {
+        "asymmetric-loss-single-label"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims2()?;
+        let x = kernel::slice(s1, l1, "single-label ASL logits")?;
+        let t = kernel::slice(s2, l2, "single-label ASL targets")?;
+        match s1.dtype() {
+            DType::F64 => self.run::<f64>(x, t, dims),
+            _ => self.run::<f32>(x, t, dims),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::via_cpu2(self, s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let cached = match self.grad.take()? {
+            Some(g) => g,
+            None => {
+                let again = FusedSingleLabel {
+                    cfg: self.cfg,
+                    want_grad: true,
+                    grad: GradCache::default(),
+                };
+                logits
+                    .to_device(&Device::Cpu)?
+                    .apply_op2_no_bwd(&targets.to_device(&Device::Cpu)?, &again)?;
+                again.grad.take_required()?
+            }
+        };
+        let grad = kernel::chain_upstream(cached, self.cfg.reduction, grad_res, logits)?;
+        Ok((Some(grad), None))
+    }
+}
