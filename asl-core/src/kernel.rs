@@ -362,8 +362,11 @@ pub(crate) fn asl_element<F: Float>(x: F, y: F, prm: &AslParams<F>) -> (F, F) {
         } else if p_m == zero {
             (zero, zero)
         } else {
-            let g1 = pow_known(p_m, prm.gamma_neg - one, prm.gamma_neg_int.map(|g| g - 1));
-            (g1 * p_m, prm.gamma_neg * g1 * p * sn)
+            // dw/dx = gamma_neg p_m^(gamma_neg-1) p (1-p), written as gamma_neg w (p / p_m) (1-p):
+            // p_m^(gamma_neg-1) alone overflows f32 for a tiny p and gamma_neg < 1, the product
+            // does not (p / p_m is exactly 1 without clip).
+            let w = pow_known(p_m, prm.gamma_neg, prm.gamma_neg_int);
+            (w, prm.gamma_neg * w * (p / p_m) * sn)
         }
     } else {
         // Soft target: base and exponent are mixtures (the reference formula, element-wise).
@@ -377,10 +380,12 @@ pub(crate) fn asl_element<F: Float>(x: F, y: F, prm: &AslParams<F>) -> (F, F) {
         let gamma = y * prm.gamma_pos + (one - y) * prm.gamma_neg;
         let dbase = -y * p * sn + if above_clip { (one - y) * p * sn } else { zero };
         let w = pow_safe(base, gamma);
+        // gamma base^(gamma-1) dbase as gamma w (dbase / base): the ratio stays bounded for a
+        // soft target, base^(gamma-1) alone can overflow.
         let dw = if gamma == zero || dbase == zero || base == zero {
             zero
         } else {
-            gamma * base.powf(gamma - one) * dbase
+            gamma * w * (dbase / base)
         };
         (w, dw)
     };

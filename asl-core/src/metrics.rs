@@ -39,8 +39,11 @@ const AP_EPSILON: f64 = 1e-8;
 type Ranked = (f32, usize, bool);
 
 /// Ranks samples: descending score, ties by descending index (the reference's order).
+/// `-0.0` and `+0.0` are equal scores (they tie, as in numpy), which `total_cmp` alone would
+/// order; they are compared as `+0.0`.
 fn rank_desc(items: &mut [Ranked]) {
-    items.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+    let key = |s: f32| if s == 0.0 { 0.0 } else { s };
+    items.sort_unstable_by(|a, b| key(b.0).total_cmp(&key(a.0)).then(b.1.cmp(&a.1)));
 }
 
 /// The non-ignored samples of one class, and the number of positives.
@@ -201,11 +204,7 @@ impl MetricAccumulator {
 
     /// Samples pushed so far.
     pub fn num_samples(&self) -> usize {
-        if self.num_classes == 0 {
-            0
-        } else {
-            self.scores.len() / self.num_classes
-        }
+        self.scores.len().checked_div(self.num_classes).unwrap_or(0)
     }
 
     /// Forgets every sample.

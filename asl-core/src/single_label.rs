@@ -272,19 +272,19 @@ fn single_label_row<F: Compute, L: Elem>(
     // (w_k, l_k p_k dw_k/dp_k) for one class.
     let terms = |kk: usize, l: F, p: F| -> (F, F) {
         if kk == target {
-            // 1 - p_t = -expm1(l_t): no cancellation when p_t is close to 1.
-            let q = -l.exp_m1();
             if gp == zero {
-                (one, zero)
-            } else if q == zero {
-                (zero, if gp == one { -p } else { zero })
-            } else {
-                let q1 = pow_g(q, gp - one, gpi.map(|g| g - 1));
-                (q1 * q, -gp * p * q1)
+                return (one, zero);
             }
+            // q = 1 - p_t = -expm1(l_t): no cancellation when p_t is close to 1.
+            // l p dw/dp = -gp p q^(gp-1) l = -gp p w (l / q): q^(gp-1) alone overflows for a
+            // confident row and gp < 1; l / q is bounded (it tends to -1 as q -> 0).
+            let q = -l.exp_m1();
+            let w = pow_g(q, gp, gpi);
+            let l_over_q = if q == zero { -one } else { l / q };
+            (w, -gp * p * w * l_over_q)
         } else {
             let w = pow_g(p, gn, gni);
-            (w, gn * w)
+            (w, l * gn * w)
         }
     };
 
@@ -306,11 +306,11 @@ fn single_label_row<F: Compute, L: Elem>(
                 let l = F::of(v) - lse;
                 let p = l.exp();
                 let s = if kk == target { s_target } else { s_other };
-                let (w, lpdw) = terms(kk, l, p);
+                let (w, l_pdw) = terms(kk, l, p);
                 let (lw, c) = if s == zero {
                     (zero, zero)
                 } else {
-                    (s * l * w, s * (w + l * lpdw))
+                    (s * l * w, s * (w + l_pdw))
                 };
                 loss = loss - lw;
                 c_sum = c_sum + c;
