@@ -17,7 +17,7 @@ use crate::error::AslError;
 /// Elements per work item of the parallel kernels. Fixed (not derived from the thread count) so
 /// that partial sums are combined in the same order on every machine: the loss is bit-for-bit
 /// reproducible whatever `RAYON_NUM_THREADS` is.
-pub(crate) const CHUNK: usize = 8192;
+pub(crate) const CHUNK: usize = 2048;
 
 /// A value stored in an input tensor that the kernels read.
 pub(crate) trait Elem: Copy + Send + Sync {
@@ -63,6 +63,7 @@ impl Elem for bf16 {
 pub(crate) trait Compute: Float + Send + Sync + std::fmt::Debug + 'static {
     fn of<E: Elem>(e: E) -> Self;
     fn from_f64(v: f64) -> Self;
+    fn as_f64(self) -> f64;
     fn into_storage(v: Vec<Self>) -> CpuStorage;
     fn into_cache(v: Vec<Self>) -> CachedGrad;
 }
@@ -75,6 +76,10 @@ impl Compute for f32 {
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v as f32
+    }
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self as f64
     }
     fn into_storage(v: Vec<Self>) -> CpuStorage {
         CpuStorage::F32(v)
@@ -92,6 +97,10 @@ impl Compute for f64 {
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v
+    }
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self
     }
     fn into_storage(v: Vec<Self>) -> CpuStorage {
         CpuStorage::F64(v)
@@ -280,84 +289,71 @@ fn pow_safe<F: Float>(b: F, g: F) -> F {
     }
 }
 
-/// Sigmoid of `x` and of `-x`, and their logarithms, from one `exp` and one `ln_1p`:
-/// `1 - p` is never formed by subtraction (it rounds to 0 in f32 above x ~ 16).
-#[inline(always)]
-pub(crate) fn sigmoid_pair<F: Float>(x: F) -> (F, F, F, F) {
-    let one = F::one();
-    let e = (-x.abs()).exp(); // in (0, 1]
-    let inv = one / (one + e);
-    let l1pe = e.ln_1p();
-    if x >= F::zero() {
-        // p, 1-p, log p = -softplus(-x), log(1-p) = -softplus(x)
-        (inv, e * inv, -l1pe, -x - l1pe)
-    } else {
-        (e * inv, inv, x - l1pe, -l1pe)
-    }
-}
-
 /// Loss and `d loss / d x` of one element of the multi-label ASL (before reduction).
 ///
 /// Follows `shared/spec/asl-loss.md` section 1 exactly, with the clamps of the reference:
 /// `log(max(p, eps))`, `log(max(min(1 - p + clip, 1), eps))`, `w = (1 - pt)^gamma`. Where a clamp
 /// is active its branch has zero derivative, as autograd computes it.
+///
+/// `p` and `1 - p` come from one `exp(-|x|)`; `1 - p` is never formed by subtraction (it rounds
+/// to 0 in f32 above x ~ 16), and `log p = -softplus(-x)`, `log(1 - p) = -softplus(x)` come from
+/// `ln_1p`, computed only on the branches that need them. Hard targets (exactly 0 or 1, nearly
+/// every element in practice) take short paths; soft targets take the general formula.
 #[inline(always)]
 pub(crate) fn asl_element<F: Float>(x: F, y: F, prm: &AslParams<F>) -> (F, F) {
     let zero = F::zero();
     let one = F::one();
-    let (p, sn, log_p, log_sn) = sigmoid_pair(x);
-
-    // y * log(max(p, eps)) and its derivative.
-    let (l_pos, d_pos) = if y > zero {
-        if log_p >= prm.ln_eps {
-            (log_p, sn)
+    let e = (-x.abs()).exp(); // in (0, 1]
+    let inv = one / (one + e);
+    let x_pos = x >= zero;
+    let (p, sn) = if x_pos { (inv, e * inv) } else { (e * inv, inv) };
+    let log_p = || {
+        let l = e.ln_1p();
+        if x_pos {
+            -l
         } else {
-            (prm.ln_eps, zero)
+            x - l
         }
-    } else {
-        (zero, zero)
     };
-
-    // (1 - y) * log(max(p_neg, eps)), p_neg = min(1 - p + clip, 1) (or 1 - p without clip).
-    let (l_neg, d_neg) = if y < one {
-        let (v, d) = if prm.clip > zero {
+    let log_sn = || {
+        let l = e.ln_1p();
+        if x_pos {
+            -x - l
+        } else {
+            -l
+        }
+    };
+    // The eps clamp in log space: max(log v, ln eps), with zero derivative where it is active.
+    let clamp = |(v, d): (F, F)| if v >= prm.ln_eps { (v, d) } else { (prm.ln_eps, zero) };
+    // The clipped negative term log(p_neg), p_neg = min(1 - p + clip, 1) (or 1 - p without clip),
+    // and its derivative; `None` where p <= clip (p_neg = 1: no loss, no gradient).
+    let negative_log = || {
+        if prm.clip > zero {
             let q = sn + prm.clip;
             if q > one {
-                (zero, zero)
+                None
             } else {
-                (q.ln(), -p * sn / q)
+                Some(clamp((q.ln(), -p * sn / q)))
             }
         } else {
-            (log_sn, -p)
-        };
-        if v >= prm.ln_eps {
-            (v, d)
-        } else {
-            (prm.ln_eps, zero)
+            Some(clamp((log_sn(), -p)))
         }
+    };
+    // The shifted probability p_m = max(p - clip, 0) = 1 - p_neg.
+    let p_m = if prm.clip > zero {
+        (p - prm.clip).max(zero)
     } else {
-        (zero, zero)
+        p
     };
 
-    let a = y * l_pos + (one - y) * l_neg;
-    let da = y * d_pos + (one - y) * d_neg;
-    if !prm.focal {
-        return (-a, -da);
-    }
-
-    // The focal weight w = (1 - pt)^gamma and dw/dx.
-    let (w, dw) = if y == one {
-        // 1 - pt = 1 - p; dw/dx = gamma_pos (1-p)^(gamma_pos-1) * (-p (1-p)) = -gamma_pos p w
-        let w = pow_known(sn, prm.gamma_pos, prm.gamma_pos_int);
-        (w, -prm.gamma_pos * p * w)
-    } else if y == zero {
-        // 1 - pt = p_m = max(p - clip, 0), the shifted probability; zero weight at p <= clip.
-        let p_m = if prm.clip > zero {
-            (p - prm.clip).max(zero)
-        } else {
-            p
+    let (a, da, w, dw) = if y == zero {
+        let Some((a, da)) = negative_log() else {
+            return (zero, zero);
         };
-        if prm.gamma_neg == zero {
+        if !prm.focal {
+            return (-a, -da);
+        }
+        let (w, dw) = if prm.gamma_neg == zero {
             (one, zero)
         } else if p_m == zero {
             (zero, zero)
@@ -367,15 +363,26 @@ pub(crate) fn asl_element<F: Float>(x: F, y: F, prm: &AslParams<F>) -> (F, F) {
             // does not (p / p_m is exactly 1 without clip).
             let w = pow_known(p_m, prm.gamma_neg, prm.gamma_neg_int);
             (w, prm.gamma_neg * w * (p / p_m) * sn)
-        }
-    } else {
-        // Soft target: base and exponent are mixtures (the reference formula, element-wise).
-        let above_clip = prm.clip <= zero || p > prm.clip;
-        let p_m = if above_clip {
-            p - prm.clip.max(zero)
-        } else {
-            zero
         };
+        (a, da, w, dw)
+    } else if y == one {
+        let (a, da) = clamp((log_p(), sn));
+        if !prm.focal {
+            return (-a, -da);
+        }
+        // w = (1-p)^gamma_pos; dw/dx = gamma_pos (1-p)^(gamma_pos-1) (-p (1-p)) = -gamma_pos p w
+        let w = pow_known(sn, prm.gamma_pos, prm.gamma_pos_int);
+        (a, da, w, -prm.gamma_pos * p * w)
+    } else {
+        // Soft target: both log terms, and a focal weight whose base and exponent are mixtures.
+        let (l_pos, d_pos) = clamp((log_p(), sn));
+        let (l_neg, d_neg) = negative_log().unwrap_or((zero, zero));
+        let a = y * l_pos + (one - y) * l_neg;
+        let da = y * d_pos + (one - y) * d_neg;
+        if !prm.focal {
+            return (-a, -da);
+        }
+        let above_clip = prm.clip <= zero || p > prm.clip;
         let base = y * sn + (one - y) * p_m;
         let gamma = y * prm.gamma_pos + (one - y) * prm.gamma_neg;
         let dbase = -y * p * sn + if above_clip { (one - y) * p * sn } else { zero };
@@ -387,7 +394,7 @@ pub(crate) fn asl_element<F: Float>(x: F, y: F, prm: &AslParams<F>) -> (F, F) {
         } else {
             gamma * w * (dbase / base)
         };
-        (w, dw)
+        (a, da, w, dw)
     };
 
     let dw = if prm.detach { zero } else { dw };

@@ -434,7 +434,7 @@ fn multilabel_chunk<F: Compute, L: Elem, T: Elem>(
             });
         }
         let (l, d) = asl_element(F::of(xi), t, prm);
-        acc += l.to_f64().unwrap_or(f64::NAN);
+        acc += l.as_f64();
         if let Some(g) = grad.as_deref_mut() {
             g[i] = d * grad_scale;
         }

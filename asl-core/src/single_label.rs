@@ -398,7 +398,7 @@ impl FusedSingleLabel {
         if self.cfg.reduction == Reduction::None {
             Ok((F::into_storage(per_row), Shape::from(rows)))
         } else {
-            let total: f64 = per_row.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).sum();
+            let total: f64 = per_row.iter().map(|v| v.as_f64()).sum();
             Ok((
                 F::into_storage(vec![F::from_f64(total * scale)]),
                 Shape::from(()),
