@@ -64,6 +64,9 @@ pub(crate) trait Compute: Float + Send + Sync + std::fmt::Debug + 'static {
     fn of<E: Elem>(e: E) -> Self;
     fn from_f64(v: f64) -> Self;
     fn as_f64(self) -> f64;
+    fn from_f32(v: f32) -> Self;
+    /// The vectorised block kernel's parameters, where this compute type has one (f32).
+    fn fast_params(prm: &AslParams<Self>) -> Option<crate::fast::FastParams>;
     fn into_storage(v: Vec<Self>) -> CpuStorage;
     fn into_cache(v: Vec<Self>) -> CachedGrad;
 }
@@ -80,6 +83,13 @@ impl Compute for f32 {
     #[inline(always)]
     fn as_f64(self) -> f64 {
         self as f64
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn fast_params(prm: &AslParams<Self>) -> Option<crate::fast::FastParams> {
+        crate::fast::FastParams::new(prm)
     }
     fn into_storage(v: Vec<Self>) -> CpuStorage {
         CpuStorage::F32(v)
@@ -101,6 +111,13 @@ impl Compute for f64 {
     #[inline(always)]
     fn as_f64(self) -> f64 {
         self
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v as f64
+    }
+    fn fast_params(_: &AslParams<Self>) -> Option<crate::fast::FastParams> {
+        None
     }
     fn into_storage(v: Vec<Self>) -> CpuStorage {
         CpuStorage::F64(v)
@@ -289,6 +306,18 @@ fn pow_safe<F: Float>(b: F, g: F) -> F {
     }
 }
 
+/// `log(q)` for `q = 1 - p_m` (the clipped `p_neg`): near 1, `log1p(-p_m)` from the accurately
+/// known `p_m`, because `q = (1 - p) + clip` has already rounded away the digits that
+/// `log(q) ~ q - 1` needs.
+#[inline(always)]
+fn log_one_minus<F: Float>(q: F, p_m: F) -> F {
+    if q > F::from(0.75).unwrap_or_else(F::one) {
+        (-p_m).ln_1p()
+    } else {
+        q.ln()
+    }
+}
+
 /// Loss and `d loss / d x` of one element of the multi-label ASL (before reduction).
 ///
 /// Follows `shared/spec/asl-loss.md` section 1 exactly, with the clamps of the reference:
@@ -306,7 +335,11 @@ pub(crate) fn asl_element<F: Float>(x: F, y: F, prm: &AslParams<F>) -> (F, F) {
     let e = (-x.abs()).exp(); // in (0, 1]
     let inv = one / (one + e);
     let x_pos = x >= zero;
-    let (p, sn) = if x_pos { (inv, e * inv) } else { (e * inv, inv) };
+    let (p, sn) = if x_pos {
+        (inv, e * inv)
+    } else {
+        (e * inv, inv)
+    };
     let log_p = || {
         let l = e.ln_1p();
         if x_pos {
@@ -324,7 +357,20 @@ pub(crate) fn asl_element<F: Float>(x: F, y: F, prm: &AslParams<F>) -> (F, F) {
         }
     };
     // The eps clamp in log space: max(log v, ln eps), with zero derivative where it is active.
-    let clamp = |(v, d): (F, F)| if v >= prm.ln_eps { (v, d) } else { (prm.ln_eps, zero) };
+    // Written so that a NaN passes through (a NaN logit must give a NaN loss).
+    let clamp = |(v, d): (F, F)| {
+        if v < prm.ln_eps {
+            (prm.ln_eps, zero)
+        } else {
+            (v, d)
+        }
+    };
+    // The shifted probability p_m = max(p - clip, 0) = 1 - p_neg.
+    let p_m = if prm.clip > zero {
+        (p - prm.clip).max(zero)
+    } else {
+        p
+    };
     // The clipped negative term log(p_neg), p_neg = min(1 - p + clip, 1) (or 1 - p without clip),
     // and its derivative; `None` where p <= clip (p_neg = 1: no loss, no gradient).
     let negative_log = || {
@@ -333,17 +379,11 @@ pub(crate) fn asl_element<F: Float>(x: F, y: F, prm: &AslParams<F>) -> (F, F) {
             if q > one {
                 None
             } else {
-                Some(clamp((q.ln(), -p * sn / q)))
+                Some(clamp((log_one_minus(q, p_m), -p * sn / q)))
             }
         } else {
             Some(clamp((log_sn(), -p)))
         }
-    };
-    // The shifted probability p_m = max(p - clip, 0) = 1 - p_neg.
-    let p_m = if prm.clip > zero {
-        (p - prm.clip).max(zero)
-    } else {
-        p
     };
 
     let (a, da, w, dw) = if y == zero {

@@ -15,6 +15,7 @@
 //! project can use the loss.
 
 mod error;
+mod fast;
 mod kernel;
 pub mod metrics;
 mod multilabel;

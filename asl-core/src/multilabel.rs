@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::AslError;
+use crate::fast::{self, BLOCK};
 use crate::kernel::{self, asl_element, AslParams, Compute, Elem, GradCache, Slice, CHUNK};
 
 /// How per-element losses are combined into the value `forward` returns.
@@ -411,9 +412,10 @@ fn multilabel_pass<F: Compute, L: Elem, T: Elem>(
     })
 }
 
+/// One chunk, element by element (the scalar kernel).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn multilabel_chunk<F: Compute, L: Elem, T: Elem>(
+fn scalar_elements<F: Compute, L: Elem, T: Elem>(
     x: &[L],
     y: &[T],
     start: usize,
@@ -440,6 +442,72 @@ fn multilabel_chunk<F: Compute, L: Elem, T: Elem>(
         }
         if let Some(o) = loss.as_deref_mut() {
             o[i] = l;
+        }
+    }
+    Ok(acc)
+}
+
+/// One chunk: full blocks of hard targets through the vectorised kernel when the configuration
+/// allows it, everything else through the scalar kernel. The sum is accumulated in f64 in a fixed
+/// order.
+#[allow(clippy::too_many_arguments)]
+fn multilabel_chunk<F: Compute, L: Elem, T: Elem>(
+    x: &[L],
+    y: &[T],
+    start: usize,
+    cols: usize,
+    prm: &AslParams<F>,
+    mut grad: Option<&mut [F]>,
+    mut loss: Option<&mut [F]>,
+    grad_scale: F,
+) -> std::result::Result<f64, AslError> {
+    let Some(fast) = F::fast_params(prm) else {
+        return scalar_elements(x, y, start, cols, prm, grad, loss, grad_scale);
+    };
+    let kernel = fast::block_kernel();
+    let mut acc = 0f64;
+    let (mut xb, mut yb) = ([0f32; BLOCK], [0f32; BLOCK]);
+    let (mut lb, mut gb) = ([0f32; BLOCK], [0f32; BLOCK]);
+    for b in (0..x.len()).step_by(BLOCK) {
+        let end = (b + BLOCK).min(x.len());
+        let (xs, ys) = (&x[b..end], &y[b..end]);
+        let full = xs.len() == BLOCK;
+        if full {
+            for i in 0..BLOCK {
+                xb[i] = xs[i].to_f32();
+                yb[i] = ys[i].to_f32();
+            }
+        }
+        if !full || !yb.iter().all(|&t| t == 0.0 || t == 1.0) {
+            acc += scalar_elements(
+                xs,
+                ys,
+                start + b,
+                cols,
+                prm,
+                grad.as_deref_mut().map(|g| &mut g[b..end]),
+                loss.as_deref_mut().map(|o| &mut o[b..end]),
+                grad_scale,
+            )?;
+            continue;
+        }
+        kernel(&xb, &yb, &fast, &mut lb, &mut gb);
+        let mut lanes = [0f64; 8];
+        for c in lb.chunks_exact(8) {
+            for (lane, &v) in lanes.iter_mut().zip(c) {
+                *lane += v as f64;
+            }
+        }
+        acc += lanes.iter().sum::<f64>();
+        if let Some(g) = grad.as_deref_mut() {
+            for (o, &v) in g[b..end].iter_mut().zip(&gb) {
+                *o = F::from_f32(v) * grad_scale;
+            }
+        }
+        if let Some(o) = loss.as_deref_mut() {
+            for (o, &v) in o[b..end].iter_mut().zip(&lb) {
+                *o = F::from_f32(v);
+            }
         }
     }
     Ok(acc)
