@@ -478,7 +478,12 @@ fn multilabel_chunk<F: Compute, L: Elem, T: Elem>(
                 yb[i] = ys[i].to_f32();
             }
         }
-        if !full || !yb.iter().all(|&t| t == 0.0 || t == 1.0) {
+        // A fold, not `all`: no early exit, so the check vectorises.
+        let hard = |yb: &[f32; BLOCK]| {
+            yb.iter()
+                .fold(true, |ok, &t| ok & ((t == 0.0) | (t == 1.0)))
+        };
+        if !full || !hard(&yb) {
             acc += scalar_elements(
                 xs,
                 ys,
