@@ -2,45 +2,16 @@
 //! measures their peak extra heap use, printing one JSON object per shape. Used by
 //! `scripts/bench_vs_pytorch.py`, which times PyTorch in the same run; see docs/benchmarks.md.
 //!
-//! `cargo run --release -p asl-core --example loss_timing -- [REPS] [NxC ...]`
+//! `cargo run --release -p asl-tests --example loss_timing -- [REPS] [NxC ...]`
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use asl_core::{AslConfig, AsymmetricLoss};
+use asl_tests::{peak_heap_during, CountingAlloc};
 use candle_core::{DType, Device, Tensor, Var};
 
-/// Counts live heap bytes and their peak (the peak can be reset).
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: CountingAlloc = CountingAlloc;
 
 /// Median wall time (ms) of `f` over `reps` runs after 3 warm-up runs, and the peak extra heap
 /// (bytes above what was live before) during one run.
@@ -48,10 +19,7 @@ fn measure(reps: usize, mut f: impl FnMut()) -> (f64, usize) {
     for _ in 0..3 {
         f();
     }
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    f();
-    let peak = PEAK.load(Ordering::Relaxed) - base;
+    let ((), peak) = peak_heap_during(&mut f);
     let mut times: Vec<f64> = (0..reps)
         .map(|_| {
             let t = Instant::now();
