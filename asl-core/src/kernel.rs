@@ -264,9 +264,9 @@ pub(crate) struct AslParams<F> {
     pub gamma_neg_int: Option<i32>,
 }
 
-fn small_int<F: Float>(g: F) -> Option<i32> {
-    let v = g.to_f64()?;
-    (v.fract() == 0.0 && (0.0..=64.0).contains(&v)).then_some(v as i32)
+/// `g` as a small non-negative integer when it is one, so `powi` can replace `powf`.
+pub(crate) fn small_int(g: f64) -> Option<i32> {
+    (g.fract() == 0.0 && (0.0..=64.0).contains(&g)).then_some(g as i32)
 }
 
 impl<F: Compute> AslParams<F> {
@@ -280,14 +280,15 @@ impl<F: Compute> AslParams<F> {
             ln_eps: F::from_f64(cfg.eps).ln(),
             focal: cfg.gamma_pos > 0.0 || cfg.gamma_neg > 0.0,
             detach: cfg.detach_focal_weight,
-            gamma_pos_int: small_int(gamma_pos),
-            gamma_neg_int: small_int(gamma_neg),
+            gamma_pos_int: small_int(cfg.gamma_pos),
+            gamma_neg_int: small_int(cfg.gamma_neg),
         }
     }
 }
 
+/// `b^g` through `powi` when `g` is a small integer (`gi`). Both give `0^0 = 1`, `0^g = 0`.
 #[inline(always)]
-fn pow_known<F: Float>(b: F, g: F, gi: Option<i32>) -> F {
+pub(crate) fn pow_known<F: Float>(b: F, g: F, gi: Option<i32>) -> F {
     match gi {
         Some(i) => b.powi(i),
         None => b.powf(g),

@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::AslError;
-use crate::kernel::{self, Compute, Elem, GradCache, Slice, CHUNK};
+use crate::kernel::{self, pow_known, small_int, Compute, Elem, GradCache, Slice, CHUNK};
 use crate::multilabel::pow_composed;
 use crate::Reduction;
 
@@ -223,26 +223,6 @@ impl ClassIndex for i64 {
     }
 }
 
-/// `p^g` with a fast path for small integer exponents (the defaults: 0, 1, 4).
-#[inline(always)]
-fn pow_g<F: Compute>(b: F, g: F, gi: Option<i32>) -> F {
-    match gi {
-        Some(i) => b.powi(i),
-        None if b == F::zero() => {
-            if g == F::zero() {
-                F::one()
-            } else {
-                F::zero()
-            }
-        }
-        None => b.powf(g),
-    }
-}
-
-fn small_int(g: f64) -> Option<i32> {
-    (g.fract() == 0.0 && (0.0..=64.0).contains(&g)).then_some(g as i32)
-}
-
 /// Loss and gradient of one row. `grad` (when given) receives `d loss_row / d x * scale`.
 ///
 /// With `l = log_softmax(x)`, `p = exp(l)`, smoothed target `s` and weights `w`:
@@ -279,11 +259,11 @@ fn single_label_row<F: Compute, L: Elem>(
             // l p dw/dp = -gp p q^(gp-1) l = -gp p w (l / q): q^(gp-1) alone overflows for a
             // confident row and gp < 1; l / q is bounded (it tends to -1 as q -> 0).
             let q = -l.exp_m1();
-            let w = pow_g(q, gp, gpi);
+            let w = pow_known(q, gp, gpi);
             let l_over_q = if q == zero { -one } else { l / q };
             (w, -gp * p * w * l_over_q)
         } else {
-            let w = pow_g(p, gn, gni);
+            let w = pow_known(p, gn, gni);
             (w, l * gn * w)
         }
     };
