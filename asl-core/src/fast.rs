@@ -11,6 +11,8 @@
 //! exponents, a clip below 1e-30), go through the scalar kernel. Which path a block takes
 //! depends only on its contents, so results stay reproducible.
 
+use std::sync::OnceLock;
+
 use crate::kernel::AslParams;
 
 /// Elements per block: large enough for the vector loops, small enough to live in L1.
@@ -253,25 +255,137 @@ fn block_baseline(
     block_dispatch(x, y, prm, loss, grad)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+fn block_avx512(
+    x: &[f32; BLOCK],
+    y: &[f32; BLOCK],
+    prm: &FastParams,
+    loss: &mut [f32; BLOCK],
+    grad: &mut [f32; BLOCK],
+) {
+    block_dispatch(x, y, prm, loss, grad)
+}
+
 /// The block kernel for this CPU.
 pub(crate) type BlockFn =
     fn(&[f32; BLOCK], &[f32; BLOCK], &FastParams, &mut [f32; BLOCK], &mut [f32; BLOCK]);
 
-pub(crate) fn block_kernel() -> BlockFn {
+/// The block kernels this CPU can run, widest first (the baseline is always there).
+fn available_kernels() -> Vec<(&'static str, BlockFn)> {
+    let mut kernels: Vec<(&'static str, BlockFn)> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512vl") && has!("avx512dq") && has!("fma") {
+            // SAFETY: the features `block_avx512` is compiled for were just detected.
+            kernels.push(("avx512", |x, y, p, l, g| unsafe {
+                block_avx512(x, y, p, l, g)
+            }));
+        }
+        if has!("avx2") && has!("fma") {
             // SAFETY: the features `block_avx2` is compiled for were just detected.
-            return |x, y, p, l, g| unsafe { block_avx2(x, y, p, l, g) };
+            kernels.push(("avx2", |x, y, p, l, g| unsafe { block_avx2(x, y, p, l, g) }));
         }
     }
-    block_baseline
+    kernels.push(("baseline", block_baseline));
+    kernels
+}
+
+/// The block kernel for this CPU, chosen once: the widest available, or the widest not above
+/// `ASL_SIMD` (`avx512`, `avx2` or `baseline`) when that is set (for benchmarks and
+/// troubleshooting).
+pub(crate) fn block_kernel() -> BlockFn {
+    static CHOSEN: OnceLock<BlockFn> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let kernels = available_kernels();
+        let cap = std::env::var("ASL_SIMD").ok();
+        let order = ["avx512", "avx2", "baseline"];
+        let allowed = |name: &str| match cap
+            .as_deref()
+            .and_then(|c| order.iter().position(|o| *o == c))
+        {
+            Some(max) => order
+                .iter()
+                .position(|o| *o == name)
+                .is_some_and(|i| i >= max),
+            None => true,
+        };
+        kernels
+            .iter()
+            .find(|(name, _)| allowed(name))
+            .map_or(block_baseline as BlockFn, |(_, f)| *f)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::asl_element;
+    use crate::AslConfig;
+
+    #[test]
+    fn every_block_kernel_matches_the_scalar_f64_kernel() {
+        let mut s = 0x1234_5678u64;
+        let mut next = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let kernels = available_kernels();
+        assert!(kernels.iter().any(|(n, _)| *n == "baseline"));
+        for (gn, gp, clip) in [
+            (4.0, 1.0, 0.05),
+            (4.0, 0.0, 0.05),
+            (0.0, 0.0, 0.0),
+            (2.0, 2.0, 0.0),
+            (3.0, 1.0, 0.2),
+        ] {
+            for detach in [true, false] {
+                let cfg = AslConfig {
+                    gamma_neg: gn,
+                    gamma_pos: gp,
+                    clip,
+                    detach_focal_weight: detach,
+                    ..AslConfig::default()
+                };
+                let prm32 = AslParams::<f32>::new(&cfg);
+                let prm64 = AslParams::<f64>::new(&cfg);
+                let fast = FastParams::new(&prm32).expect("integer exponents take the fast path");
+                for _ in 0..50 {
+                    let mut x = [0f32; BLOCK];
+                    let mut y = [0f32; BLOCK];
+                    for i in 0..BLOCK {
+                        let scale = [3.0, 12.0, 60.0, 200.0][i % 4];
+                        x[i] = ((next() - 0.5) * scale) as f32;
+                        y[i] = (next() < 0.3) as u8 as f32;
+                    }
+                    for (name, kernel) in &kernels {
+                        let (mut l, mut g) = ([0f32; BLOCK], [0f32; BLOCK]);
+                        kernel(&x, &y, &fast, &mut l, &mut g);
+                        for i in 0..BLOCK {
+                            let (lw, gw) = asl_element(x[i] as f64, y[i] as f64, &prm64);
+                            assert!(
+                                (l[i] as f64 - lw).abs() <= 2e-6 * lw.abs() + 1e-8,
+                                "{name} {cfg:?} x={} y={}: loss {} vs {lw}",
+                                x[i],
+                                y[i],
+                                l[i]
+                            );
+                            assert!(
+                                (g[i] as f64 - gw).abs() <= 1e-5 * gw.abs() + 1e-8,
+                                "{name} {cfg:?} x={} y={}: grad {} vs {gw}",
+                                x[i],
+                                y[i],
+                                g[i]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn exp_and_log_are_accurate() {
