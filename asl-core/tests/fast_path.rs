@@ -160,3 +160,36 @@ fn results_do_not_depend_on_the_thread_count() {
     assert_eq!(one, loss(2), "1 vs 2 threads");
     assert_eq!(one, loss(3), "1 vs 3 threads");
 }
+
+#[test]
+fn half_precision_logits_take_the_fast_path_too() {
+    let mut rand = lcg(3);
+    let (n, c) = (4, 160);
+    let x: Vec<f64> = (0..n * c).map(|_| (rand() - 0.5) * 20.0).collect();
+    let y: Vec<f64> = (0..n * c).map(|_| (rand() < 0.2) as u8 as f64).collect();
+    let y = Tensor::from_vec(y, (n, c), &Device::Cpu).unwrap();
+    let cfg = AslConfig {
+        reduction: Reduction::None,
+        detach_focal_weight: false,
+        ..AslConfig::default()
+    };
+    for dt in [DType::F16, DType::BF16] {
+        let xh = Tensor::from_vec(x.clone(), (n, c), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let (lh, gh) = run(cfg, &xh, &y.to_dtype(DType::F32).unwrap());
+        let (l64, g64) = run(cfg, &xh.to_dtype(DType::F64).unwrap(), &y);
+        for i in 0..lh.len() {
+            assert!(
+                (lh[i] - l64[i]).abs() <= 2e-6 * l64[i].abs() + 1e-8,
+                "{dt:?} loss {i}"
+            );
+            // The gradient comes back in the logits' dtype.
+            assert!(
+                (gh[i] - g64[i]).abs() <= 8e-3 * g64[i].abs() + 1e-6,
+                "{dt:?} grad {i}"
+            );
+        }
+    }
+}
