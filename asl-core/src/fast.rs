@@ -233,41 +233,36 @@ fn block_dispatch(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn block_avx2(
-    x: &[f32; BLOCK],
-    y: &[f32; BLOCK],
-    prm: &FastParams,
-    loss: &mut [f32; BLOCK],
-    grad: &mut [f32; BLOCK],
-) {
-    block_dispatch(x, y, prm, loss, grad)
+/// The block kernel compiled for one instruction set (`#[target_feature]` on a wrapper is what
+/// lets LLVM use the wider vectors inside the inlined body).
+macro_rules! block_variant {
+    ($(#[$attr:meta])* $name:ident) => {
+        $(#[$attr])*
+        fn $name(
+            x: &[f32; BLOCK],
+            y: &[f32; BLOCK],
+            prm: &FastParams,
+            loss: &mut [f32; BLOCK],
+            grad: &mut [f32; BLOCK],
+        ) {
+            block_dispatch(x, y, prm, loss, grad)
+        }
+    };
 }
 
-fn block_baseline(
-    x: &[f32; BLOCK],
-    y: &[f32; BLOCK],
-    prm: &FastParams,
-    loss: &mut [f32; BLOCK],
-    grad: &mut [f32; BLOCK],
-) {
-    block_dispatch(x, y, prm, loss, grad)
-}
+block_variant!(block_baseline);
+block_variant!(
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    block_avx2
+);
+block_variant!(
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+    block_avx512
+);
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-fn block_avx512(
-    x: &[f32; BLOCK],
-    y: &[f32; BLOCK],
-    prm: &FastParams,
-    loss: &mut [f32; BLOCK],
-    grad: &mut [f32; BLOCK],
-) {
-    block_dispatch(x, y, prm, loss, grad)
-}
-
-/// The block kernel for this CPU.
+/// A block kernel, as chosen at run time.
 pub(crate) type BlockFn =
     fn(&[f32; BLOCK], &[f32; BLOCK], &FastParams, &mut [f32; BLOCK], &mut [f32; BLOCK]);
 

@@ -282,33 +282,42 @@ fn assert_unchanged(acc: &MetricAccumulator, before: &MetricsReport) {
     );
 }
 
+/// Pushes a 2 x 3 batch through `push_slices` and through `push` (tensors): both must fail with
+/// a message containing every `part`, and leave the accumulator unchanged.
+fn assert_both_pushes_fail(
+    acc: &mut MetricAccumulator,
+    before: &MetricsReport,
+    scores: &[f32; 6],
+    labels: &[f32; 6],
+    parts: &[&str],
+) {
+    let t = |v: &[f32]| Tensor::from_slice(v, (2, 3), &Device::Cpu).expect("tensor");
+    let messages = [
+        acc.push_slices(scores, labels)
+            .expect_err("push_slices must fail")
+            .to_string(),
+        acc.push(&t(scores), &t(labels))
+            .expect_err("push must fail")
+            .to_string(),
+    ];
+    for msg in messages {
+        for part in parts {
+            assert!(
+                msg.contains(part),
+                "message {msg:?} should contain {part:?}"
+            );
+        }
+        assert_unchanged(acc, before);
+    }
+}
+
 #[test]
 fn nan_score_is_an_error_naming_row_and_column() {
     let (mut acc, before) = seeded();
     // Batch rows 0..2 are global rows 2..4; the NaN is at batch row 1, column 2 => [3, 2].
     let scores = [0.5, 0.5, 0.5, 0.2, 0.7, f32::NAN];
     let labels = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0];
-    let err = acc
-        .push_slices(&scores, &labels)
-        .expect_err("NaN must fail");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("[3, 2]") && msg.contains("NaN"),
-        "message: {msg}"
-    );
-    assert_unchanged(&acc, &before);
-
-    // The same through tensors.
-    let t = |v: &[f32]| Tensor::from_slice(v, (2, 3), &Device::Cpu).expect("tensor");
-    let err = acc
-        .push(&t(&scores), &t(&labels))
-        .expect_err("NaN must fail");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("[3, 2]") && msg.contains("NaN"),
-        "message: {msg}"
-    );
-    assert_unchanged(&acc, &before);
+    assert_both_pushes_fail(&mut acc, &before, &scores, &labels, &["[3, 2]", "NaN"]);
 }
 
 #[test]
@@ -317,26 +326,7 @@ fn fractional_label_is_an_error_naming_row_and_column() {
     // 0.5 at batch row 1, column 0 => global [3, 0]; the valid entries before it must not stay.
     let scores = [0.5, 0.5, 0.5, 0.2, 0.7, 0.1];
     let labels = [1.0, 0.0, -1.0, 0.5, 0.0, 1.0];
-    let err = acc
-        .push_slices(&scores, &labels)
-        .expect_err("label 0.5 must fail");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("[3, 0]") && msg.contains("0.5"),
-        "message: {msg}"
-    );
-    assert_unchanged(&acc, &before);
-
-    let t = |v: &[f32]| Tensor::from_slice(v, (2, 3), &Device::Cpu).expect("tensor");
-    let err = acc
-        .push(&t(&scores), &t(&labels))
-        .expect_err("label 0.5 must fail");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("[3, 0]") && msg.contains("0.5"),
-        "message: {msg}"
-    );
-    assert_unchanged(&acc, &before);
+    assert_both_pushes_fail(&mut acc, &before, &scores, &labels, &["[3, 0]", "0.5"]);
 
     // Other labels outside {1, 0, -1}.
     for bad in [2.0f32, -0.5, f32::NAN, f32::INFINITY] {
