@@ -170,7 +170,9 @@ impl AsymmetricLoss {
     /// (0/1 or soft labels in [0, 1]; any float dtype, or u8/u32/i64), computed by the fused kernel.
     ///
     /// The result is f32 (f64 for f64 logits): a scalar, or `[N, C]` for `Reduction::None`.
-    /// Targets receive no gradient.
+    /// Targets receive no gradient. When the logits are part of an autograd graph, this pass
+    /// also computes their gradient and keeps it (one `N x C` buffer) until `backward`, which
+    /// only scales it; otherwise nothing per element is allocated.
     pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         check_inputs(&self.cfg, logits, targets)?;
         let logits = logits.contiguous()?;
