@@ -5,9 +5,13 @@
 //! safetensors and the ASL paper's original checkpoints, with the pretrained registry and the
 //! Hugging Face hub client.
 //!
-//! **Status:** not implemented yet: the model, weight loading, the registry and the hub client
-//! arrive with issues 3 and 4. Today this crate only re-exports [`asl_core`], so that downstream
-//! code can depend on it already. What this crate will not hold: datasets, augmentation and the
-//! training loop (those live in `asl-cli`'s library).
+//! **Status:** the model's training path ([`TResNet`], built from a `VarBuilder` over timm-named
+//! weights, BatchNorm in eval or batch-statistics mode) matches timm on small configs of every
+//! block type. Still to come (issue 3 and 4): the folded-BN inference path, `.pth` conversion,
+//! our metadata format, the registry and the hub client. What this crate will not hold:
+//! datasets, augmentation and the training loop (those live in `asl-cli`'s library).
+
+pub mod model;
 
 pub use asl_core;
+pub use model::{HeadKind, TResNet, TResNetConfig};

@@ -1,0 +1,463 @@
+//! TResNet (Ridnik et al., "TResNet: High Performance GPU-Dedicated Architecture", WACV 2021,
+//! arXiv 2003.13630), as timm's `timm/models/tresnet.py` builds it; the ASL paper's backbones.
+//!
+//! The module tree is the weight-key tree of timm's state dicts (`body.conv1.conv.weight`,
+//! `body.layer3.0.se.fc1.bias`, `head.fc.weight`, ...), so a [`candle_nn::VarBuilder`] over a
+//! timm `model.safetensors` loads it as is. This is the training path: plain convolutions and
+//! BatchNorm layers that run on batch statistics (and update their running statistics) when
+//! `train` is true, differentiable end to end. See `shared/spec/tresnet.md` for the architecture.
+
+use candle_core::{Module, ModuleT, Result, Tensor, D};
+use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+/// LeakyReLU slope of the stem (PyTorch's default).
+const STEM_SLOPE: f64 = 0.01;
+/// LeakyReLU slope inside every block (timm / the original TResNet: 1e-3).
+const BLOCK_SLOPE: f64 = 1e-3;
+/// BatchNorm epsilon (PyTorch's default).
+const BN_EPS: f64 = 1e-5;
+/// The smallest input side: every stage's blur needs at least 2 pixels to reflect-pad.
+pub const MIN_INPUT_SIDE: usize = 20;
+
+/// The classifier on top of the pooled features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadKind {
+    /// `head.fc`: one linear layer (timm and every ASL model but OpenImages).
+    Linear,
+    /// The ASL OpenImages model's head: `head.fc.embedding_generator.0` (features -> `embedding`)
+    /// then `head.fc.FC` (embedding -> classes), no activation between them.
+    Bottleneck { embedding: usize },
+}
+
+/// A TResNet variant: depth and width are data, so small test and demo models are configs too.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TResNetConfig {
+    /// Blocks in each of the four stages.
+    pub layers: [usize; 4],
+    /// Base width multiplier: stem width `P = int(64 * width_factor)`.
+    pub width_factor: f64,
+    /// TResNet v2: Bottleneck blocks in all stages, `P` rounded down to a multiple of 8.
+    pub v2: bool,
+    pub num_classes: usize,
+    pub head: HeadKind,
+}
+
+impl TResNetConfig {
+    pub fn tresnet_m(num_classes: usize) -> Self {
+        Self::variant([3, 4, 11, 3], 1.0, false, num_classes)
+    }
+    pub fn tresnet_l(num_classes: usize) -> Self {
+        Self::variant([4, 5, 18, 3], 1.2, false, num_classes)
+    }
+    pub fn tresnet_xl(num_classes: usize) -> Self {
+        Self::variant([4, 5, 24, 3], 1.3, false, num_classes)
+    }
+    pub fn tresnet_v2_l(num_classes: usize) -> Self {
+        Self::variant([3, 4, 23, 3], 1.0, true, num_classes)
+    }
+
+    /// Any depth and width, with a linear head.
+    pub fn variant(layers: [usize; 4], width_factor: f64, v2: bool, num_classes: usize) -> Self {
+        TResNetConfig {
+            layers,
+            width_factor,
+            v2,
+            num_classes,
+            head: HeadKind::Linear,
+        }
+    }
+
+    /// The stem width `P`.
+    pub fn planes(&self) -> usize {
+        let p = (64.0 * self.width_factor) as usize;
+        if self.v2 {
+            p / 8 * 8
+        } else {
+            p
+        }
+    }
+
+    /// Channels of the pooled features the head sees (`8 P * 4`).
+    pub fn num_features(&self) -> usize {
+        self.planes() * 8 * Bottleneck::EXPANSION
+    }
+}
+
+/// Conv (no bias, padding k/2, stride 1), BatchNorm, an optional LeakyReLU, and for a strided
+/// layer the anti-aliasing blur: timm's `ConvNormAct` with `aa_layer=BlurPool2d`.
+#[derive(Clone, Debug)]
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+    slope: Option<f64>,
+    blur: bool,
+}
+
+impl ConvBn {
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        slope: Option<f64>,
+        blur: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let cfg = Conv2dConfig {
+            padding: k / 2,
+            ..Default::default()
+        };
+        Ok(ConvBn {
+            conv: candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb.pp("conv"))?,
+            bn: candle_nn::batch_norm(c_out, BN_EPS, vb.pp("bn"))?,
+            slope,
+            blur,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        let x = match self.slope {
+            Some(s) => candle_nn::ops::leaky_relu(&x, s)?,
+            None => x,
+        };
+        if self.blur {
+            blur_pool(&x)
+        } else {
+            Ok(x)
+        }
+    }
+}
+
+/// Anti-aliased downsampling (timm `BlurPool2d`, filter size 3): reflect padding of 1, the
+/// binomial filter `[1 2 1]^T [1 2 1] / 16` on every channel, stride 2; output `ceil(H/2)`.
+/// All channels of all images go through one single-channel convolution (never a grouped conv,
+/// which candle runs as one convolution per channel).
+pub fn blur_pool(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    // Only the padded rows and columns some stride-2 window reads: the trailing pad of an even
+    // side is never read, and leaving it out also keeps candle's conv2d backward (which assumes
+    // every input row is covered) shape-consistent.
+    let padded = reflect_pad1(&reflect_pad1(x, 2, h % 2 == 1)?, 3, w % 2 == 1)?;
+    let (hp, wp) = padded.dims4().map(|d| (d.2, d.3))?;
+    let taps = [1f32, 2., 1., 2., 4., 2., 1., 2., 1.].map(|v| v / 16.0);
+    let filter = Tensor::from_slice(&taps, (1, 1, 3, 3), x.device())?.to_dtype(x.dtype())?;
+    let y = padded
+        .reshape((n * c, 1, hp, wp))?
+        .conv2d(&filter, 0, 2, 1, 1)?;
+    y.reshape((n, c, h.div_ceil(2), w.div_ceil(2)))
+}
+
+/// Reflect padding of one element along `dim` (PyTorch `ReflectionPad`: the neighbour of the
+/// border, not the border itself) before the start and, when `trailing`, after the end.
+fn reflect_pad1(x: &Tensor, dim: usize, trailing: bool) -> Result<Tensor> {
+    let len = x.dim(dim)?;
+    if len < 2 {
+        candle_core::bail!("reflect padding needs at least 2 elements along dim {dim}, got {len}");
+    }
+    let lead = x.narrow(dim, 1, 1)?;
+    if trailing {
+        Tensor::cat(&[&lead, x, &x.narrow(dim, len - 2, 1)?], dim)
+    } else {
+        Tensor::cat(&[&lead, x], dim)
+    }
+}
+
+/// `AvgPool2d(2, stride 2, ceil_mode=True, count_include_pad=False)`: a window hanging over an
+/// odd border averages only its valid elements.
+pub fn avg_pool_2x2_ceil(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if h % 2 == 0 && w % 2 == 0 {
+        return x.avg_pool2d(2);
+    }
+    let pad = |t: &Tensor| t.pad_with_zeros(2, 0, h % 2)?.pad_with_zeros(3, 0, w % 2);
+    let sums = pad(x)?.avg_pool2d(2)?;
+    let counts = pad(&Tensor::ones((1, 1, h, w), x.dtype(), x.device())?)?.avg_pool2d(2)?;
+    sums.broadcast_div(&counts)
+}
+
+/// Space-to-depth with block 4: `(N, C, H, W) -> (N, 16 C, H/4, W/4)`, channel index
+/// `(dy * 4 + dx) * C + c`, as timm's `SpaceToDepth`.
+pub fn space_to_depth(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h / 4, 4, w / 4, 4))?
+        .permute([0, 3, 5, 1, 2, 4])?
+        .reshape((n, c * 16, h / 4, w / 4))
+}
+
+/// Squeeze-and-excitation: global mean, 1x1 conv, ReLU, 1x1 conv, sigmoid, rescale.
+#[derive(Clone, Debug)]
+struct SqueezeExcite {
+    fc1: Conv2d,
+    fc2: Conv2d,
+}
+
+impl SqueezeExcite {
+    fn new(channels: usize, reduced: usize, vb: VarBuilder) -> Result<Self> {
+        let cfg = Conv2dConfig::default();
+        Ok(SqueezeExcite {
+            fc1: candle_nn::conv2d(channels, reduced, 1, cfg, vb.pp("fc1"))?,
+            fc2: candle_nn::conv2d(reduced, channels, 1, cfg, vb.pp("fc2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
+        let s = self.fc2.forward(&self.fc1.forward(&s)?.relu()?)?;
+        x.broadcast_mul(&candle_nn::ops::sigmoid(&s)?)
+    }
+}
+
+/// The shortcut of a stage's first block: optional 2x2 average pool, then 1x1 conv + BN.
+#[derive(Clone, Debug)]
+struct Downsample {
+    pool: bool,
+    conv: ConvBn,
+}
+
+impl Downsample {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if self.pool {
+            self.conv.forward_t(&avg_pool_2x2_ceil(x)?, train)
+        } else {
+            self.conv.forward_t(x, train)
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct BasicBlock {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    se: Option<SqueezeExcite>,
+    downsample: Option<Downsample>,
+}
+
+#[derive(Clone, Debug)]
+struct Bottleneck {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    se: Option<SqueezeExcite>,
+    conv3: ConvBn,
+    downsample: Option<Downsample>,
+}
+
+impl Bottleneck {
+    const EXPANSION: usize = 4;
+}
+
+#[derive(Clone, Debug)]
+enum Block {
+    Basic(BasicBlock),
+    Bottleneck(Bottleneck),
+}
+
+impl Block {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (out, downsample) = match self {
+            Block::Basic(b) => {
+                let out = b.conv2.forward_t(&b.conv1.forward_t(x, train)?, train)?;
+                let out = match &b.se {
+                    Some(se) => se.forward(&out)?,
+                    None => out,
+                };
+                (out, &b.downsample)
+            }
+            Block::Bottleneck(b) => {
+                let out = b.conv2.forward_t(&b.conv1.forward_t(x, train)?, train)?;
+                let out = match &b.se {
+                    Some(se) => se.forward(&out)?,
+                    None => out,
+                };
+                (b.conv3.forward_t(&out, train)?, &b.downsample)
+            }
+        };
+        let shortcut = match downsample {
+            Some(d) => d.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        (out + shortcut)?.relu()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Head {
+    Linear(Linear),
+    Bottleneck { embedding: Linear, fc: Linear },
+}
+
+/// A TResNet backbone with its classifier.
+#[derive(Clone, Debug)]
+pub struct TResNet {
+    cfg: TResNetConfig,
+    stem: ConvBn,
+    stages: Vec<Vec<Block>>,
+    head: Head,
+}
+
+impl TResNet {
+    /// Builds the model, reading (or, with a `VarMap`, creating) every weight under timm's names.
+    pub fn new(cfg: &TResNetConfig, vb: VarBuilder) -> Result<Self> {
+        let planes = cfg.planes();
+        let body = vb.pp("body");
+        let stem = ConvBn::new(48, planes, 3, Some(STEM_SLOPE), false, body.pp("conv1"))?;
+        let mut in_ch = planes;
+        let mut stages = Vec::with_capacity(4);
+        for (s, &blocks) in cfg.layers.iter().enumerate() {
+            let bottleneck = s >= 2 || cfg.v2;
+            let stage_planes = planes << s;
+            let stride2 = s > 0;
+            let use_se = s < 3;
+            let expansion = if bottleneck { Bottleneck::EXPANSION } else { 1 };
+            let out_ch = stage_planes * expansion;
+            let vb_stage = body.pp(format!("layer{}", s + 1));
+            let mut stage = Vec::with_capacity(blocks);
+            for i in 0..blocks {
+                let vb_b = vb_stage.pp(i.to_string());
+                let strided = stride2 && i == 0;
+                let downsample = if i == 0 && (stride2 || in_ch != out_ch) {
+                    // timm's Sequential: index 0 is the AvgPool when there is one.
+                    let idx = if strided { "1" } else { "0" };
+                    Some(Downsample {
+                        pool: strided,
+                        conv: ConvBn::new(
+                            in_ch,
+                            out_ch,
+                            1,
+                            None,
+                            false,
+                            vb_b.pp("downsample").pp(idx),
+                        )?,
+                    })
+                } else {
+                    None
+                };
+                let leaky = Some(BLOCK_SLOPE);
+                let block = if bottleneck {
+                    let se = use_se
+                        .then(|| {
+                            let reduced = (stage_planes * Bottleneck::EXPANSION / 8).max(64);
+                            SqueezeExcite::new(stage_planes, reduced, vb_b.pp("se"))
+                        })
+                        .transpose()?;
+                    Block::Bottleneck(Bottleneck {
+                        conv1: ConvBn::new(in_ch, stage_planes, 1, leaky, false, vb_b.pp("conv1"))?,
+                        conv2: ConvBn::new(
+                            stage_planes,
+                            stage_planes,
+                            3,
+                            leaky,
+                            strided,
+                            vb_b.pp("conv2"),
+                        )?,
+                        se,
+                        conv3: ConvBn::new(stage_planes, out_ch, 1, None, false, vb_b.pp("conv3"))?,
+                        downsample,
+                    })
+                } else {
+                    let se = use_se
+                        .then(|| {
+                            let reduced = (stage_planes / 4).max(64);
+                            SqueezeExcite::new(stage_planes, reduced, vb_b.pp("se"))
+                        })
+                        .transpose()?;
+                    Block::Basic(BasicBlock {
+                        conv1: ConvBn::new(
+                            in_ch,
+                            stage_planes,
+                            3,
+                            leaky,
+                            strided,
+                            vb_b.pp("conv1"),
+                        )?,
+                        conv2: ConvBn::new(
+                            stage_planes,
+                            stage_planes,
+                            3,
+                            None,
+                            false,
+                            vb_b.pp("conv2"),
+                        )?,
+                        se,
+                        downsample,
+                    })
+                };
+                stage.push(block);
+                in_ch = out_ch;
+            }
+            stages.push(stage);
+        }
+        let features = cfg.num_features();
+        let vb_fc = vb.pp("head").pp("fc");
+        let head = match cfg.head {
+            HeadKind::Linear => Head::Linear(candle_nn::linear(features, cfg.num_classes, vb_fc)?),
+            HeadKind::Bottleneck { embedding } => Head::Bottleneck {
+                embedding: candle_nn::linear(
+                    features,
+                    embedding,
+                    vb_fc.pp("embedding_generator").pp("0"),
+                )?,
+                fc: candle_nn::linear(embedding, cfg.num_classes, vb_fc.pp("FC"))?,
+            },
+        };
+        Ok(TResNet {
+            cfg: cfg.clone(),
+            stem,
+            stages,
+            head,
+        })
+    }
+
+    pub fn config(&self) -> &TResNetConfig {
+        &self.cfg
+    }
+
+    /// Checks an input batch: `[N, 3, H, W]`, sides multiples of 4 and at least
+    /// [`MIN_INPUT_SIDE`], a float dtype.
+    pub fn check_input(x: &Tensor) -> Result<()> {
+        let dims = x.dims();
+        let ok = dims.len() == 4
+            && dims[1] == 3
+            && dims[2] % 4 == 0
+            && dims[3] % 4 == 0
+            && dims[2] >= MIN_INPUT_SIDE
+            && dims[3] >= MIN_INPUT_SIDE
+            && x.dtype().is_float();
+        if ok {
+            Ok(())
+        } else {
+            candle_core::bail!(
+                "TResNet input must be a float [N, 3, H, W] batch with H and W multiples of 4 and \
+                 at least {MIN_INPUT_SIDE}; got {:?} {:?}",
+                x.dims(),
+                x.dtype()
+            )
+        }
+    }
+
+    /// Pooled features `[N, num_features]` (the global mean of the last stage).
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Self::check_input(x)?;
+        let mut x = self.stem.forward_t(&space_to_depth(x)?, train)?;
+        for stage in &self.stages {
+            for block in stage {
+                x = block.forward_t(&x, train)?;
+            }
+        }
+        x.flatten_from(2)?.mean(D::Minus1)
+    }
+
+    /// Logits `[N, num_classes]`. Input: RGB in [0, 1] (pixels / 255, no normalisation).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let f = self.features_t(x, train)?;
+        match &self.head {
+            Head::Linear(fc) => fc.forward(&f),
+            Head::Bottleneck { embedding, fc } => fc.forward(&embedding.forward(&f)?),
+        }
+    }
+}
+
+impl ModuleT for TResNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        TResNet::forward_t(self, x, train)
+    }
+}

@@ -1,0 +1,71 @@
+//! TResNet logits against timm's, on small random models of every block type (fixtures from
+//! `fixtures/gen_tresnet_fixtures.py`: random weights, randomised BatchNorm statistics and gammas),
+//! at 224 x 224 and at 228 x 196 (odd feature maps: reflect padding and ceil-mode pooling).
+
+use std::collections::HashMap;
+
+use asl_tests::fixture_path;
+use asl_tresnet::{TResNet, TResNetConfig};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+fn config_from_metadata(path: &std::path::Path) -> TResNetConfig {
+    let bytes = std::fs::read(path).expect("read fixture");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
+    let meta: HashMap<String, String> = meta.metadata().clone().expect("metadata");
+    let get = |k: &str| -> serde_json::Value {
+        serde_json::from_str(&meta[k]).unwrap_or_else(|e| panic!("metadata {k}: {e}"))
+    };
+    let layers: Vec<usize> = serde_json::from_value(get("layers")).expect("layers");
+    TResNetConfig::variant(
+        layers.try_into().expect("four stages"),
+        get("width_factor").as_f64().expect("width"),
+        get("v2").as_bool().expect("v2"),
+        get("num_classes").as_u64().expect("classes") as usize,
+    )
+}
+
+#[test]
+fn small_tresnets_match_timm() {
+    for name in ["small_basic", "small_v2"] {
+        let weights = fixture_path(&format!("tresnet/{name}.weights.safetensors"));
+        let cfg = config_from_metadata(&weights);
+        let tensors = candle_core::safetensors::load(&weights, &Device::Cpu).expect("weights");
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let model = TResNet::new(&cfg, vb).expect("model from timm-named weights");
+        let io = candle_core::safetensors::load(
+            fixture_path(&format!("tresnet/{name}.io.safetensors")),
+            &Device::Cpu,
+        )
+        .expect("io");
+        for size in ["224", "228x196"] {
+            // As torch: pixels.float() / 255 (a true division, not a multiplication).
+            let x = io[&format!("pixels_{size}")]
+                .to_dtype(DType::F32)
+                .and_then(|p| p.broadcast_div(&Tensor::new(255f32, &Device::Cpu)?))
+                .expect("input");
+            let want = io[&format!("logits_{size}")].clone();
+            let got = model.forward_t(&x, false).expect("forward");
+            assert_eq!(got.dims(), want.dims(), "{name} {size}");
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let diff = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff <= 1e-4 * scale,
+                "{name} at {size}: max |diff| {diff} for logits of scale {scale}"
+            );
+        }
+    }
+}
