@@ -12,6 +12,7 @@
 //! datasets, augmentation and the training loop (those live in `asl-cli`'s library).
 
 pub mod model;
+pub mod weights;
 
 pub use asl_core;
 pub use model::{HeadKind, TResNet, TResNetConfig};
