@@ -1,50 +1,255 @@
 //! `asl-cli`: multi-label image classification with ASL and TResNet, from the command line.
-//!
-//! Status: the commands (`infer`, `validate`, `train`, `convert`, `models`, `bench`, `demo`)
-//! arrive with the model and data issues; today the binary only explains that.
+//! Argument parsing and user-facing output only; the work is done by the library crates.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const HELP: &str = "\
-asl-cli: multi-label image classification with the Asymmetric Loss (ASL) and TResNet
+use anyhow::{bail, Context, Result};
+use asl_tresnet::weights::{
+    config_for_tensors, load_weights, save_safetensors, ModelMetadata, ResizeMode, SourceFormat,
+};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
 
-USAGE:
-    asl-cli <COMMAND> [OPTIONS]
+#[derive(Parser)]
+#[command(
+    name = "asl-cli",
+    version,
+    about = "Multi-label image classification with the Asymmetric Loss (ASL) and TResNet",
+    long_about = "Multi-label image classification with the Asymmetric Loss (ASL) and TResNet.\n\n\
+                  Available now: `convert`. Planned (not implemented yet): infer, validate, train, \
+                  models, bench, demo."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-COMMANDS (planned, not implemented yet):
-    infer      label images with a pretrained or fine-tuned model
-    validate   mAP and CP/CR/CF1/OP/OR/OF1 of a model on a labelled dataset
-    train      fine-tune a TResNet with ASL on your own multi-label data
-    convert    convert timm / original ASL checkpoints to asl-rs safetensors
-    models     list the pretrained registry
-    bench      measure speed on this machine
-    demo       run the embedded default end to end
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a TResNet checkpoint (the ASL paper's original .pth, or timm safetensors) to an
+    /// asl-rs safetensors file: timm naming plus metadata (architecture, classes, input size,
+    /// resize mode, threshold, source).
+    Convert(ConvertArgs),
+    /// (planned) Label images with a pretrained or fine-tuned model.
+    Infer(Planned),
+    /// (planned) mAP and CP/CR/CF1/OP/OR/OF1 of a model on a labelled dataset.
+    Validate(Planned),
+    /// (planned) Fine-tune a TResNet with ASL on your own multi-label data.
+    Train(Planned),
+    /// (planned) List the pretrained registry.
+    Models(Planned),
+    /// (planned) Measure inference speed on this machine.
+    Bench(Planned),
+    /// (planned) Run the embedded default end to end.
+    Demo(Planned),
+}
 
-What works today is the library asl-core (the ASL loss family and the metrics):
-see README.md, and `cargo run --release -p asl-core --example toy_multilabel`.
+#[derive(Args)]
+struct Planned {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
 
-OPTIONS:
-    -h, --help       print this help
-    -V, --version    print the version
-";
+#[derive(Args)]
+struct ConvertArgs {
+    /// The checkpoint: an original ASL `.pth` (zip pickle; read without executing code), a timm
+    /// `model.safetensors`, or an asl-rs file (its metadata is updated, nothing re-converted).
+    input: PathBuf,
+    /// Where to write the asl-rs safetensors file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Architecture: tresnet_m, tresnet_l, tresnet_xl or tresnet_v2_l. Default: inferred from
+    /// the tensor names and shapes.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Class names: a text file (one name per line) or a built-in list: coco, voc, nus-wide.
+    /// Default: the names stored in the checkpoint, else class_0..class_{K-1}.
+    #[arg(long)]
+    classes: Option<String>,
+    /// Input size the model expects (square). Default: the input file's metadata, else 224
+    /// for tresnet_m and 448 for the others (the ASL models' sizes).
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// Resize mode: `squish` (ASL multi-label models) or `crop` (timm ImageNet models,
+    /// crop_pct 0.875). Default: squish for .pth, crop for timm safetensors.
+    #[arg(long, value_parser = ["squish", "crop"])]
+    resize: Option<String>,
+    /// Default decision threshold on sigmoid scores (the ASL reference infers at 0.7).
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn class_names(spec: &str, expected: usize) -> Result<Vec<String>> {
+    let names = match asl_tresnet::classes::builtin(spec) {
+        Some(list) => list,
+        None => {
+            let text = std::fs::read_to_string(spec).with_context(|| {
+                format!("--classes {spec:?} is neither a built-in list (coco, voc, nus-wide) nor a readable file")
+            })?;
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+    };
+    if names.len() != expected {
+        bail!(
+            "--classes {spec:?} has {} names but the model has {expected} classes",
+            names.len()
+        );
+    }
+    Ok(names)
+}
+
+fn convert(args: &ConvertArgs) -> Result<()> {
+    if args.output.exists() && !args.force {
+        bail!(
+            "{} exists; pass --force to replace it",
+            args.output.display()
+        );
+    }
+    let loaded = load_weights(&args.input, &Device::Cpu)
+        .with_context(|| format!("reading {}", args.input.display()))?;
+    let (arch, cfg) = config_for_tensors(&loaded.tensors, args.arch.as_deref())
+        .with_context(|| format!("checking {}", args.input.display()))?;
+    let k = cfg.num_classes;
+    let previous = loaded.metadata.clone();
+    let names = match (&args.classes, &loaded.pth_class_names, &previous) {
+        (Some(spec), _, _) => class_names(spec, k)?,
+        (None, Some(names), _) if names.len() == k => names.clone(),
+        (None, _, Some(m)) if m.class_names.len() == k => m.class_names.clone(),
+        _ => (0..k).map(|i| format!("class_{i}")).collect(),
+    };
+    if let Some(n) = loaded.pth_num_classes {
+        if n != k {
+            bail!("the checkpoint says num_classes = {n} but its classifier has {k} outputs");
+        }
+    }
+    let input_size = args
+        .input_size
+        .or(previous.as_ref().map(|m| m.input_size))
+        .unwrap_or(if arch == "tresnet_m" { 224 } else { 448 });
+    let resize = match args.resize.as_deref() {
+        Some("squish") => ResizeMode::Squish,
+        Some(_) => ResizeMode::Crop { crop_pct: 0.875 },
+        None => match (&previous, loaded.format) {
+            (Some(m), _) => m.resize,
+            (None, SourceFormat::TimmSafetensors) => ResizeMode::Crop { crop_pct: 0.875 },
+            (None, _) => ResizeMode::Squish,
+        },
+    };
+    let threshold = args
+        .threshold
+        .or(previous.as_ref().map(|m| m.threshold))
+        .unwrap_or(0.7);
+    if !(0.0..=1.0).contains(&threshold) {
+        bail!("--threshold must be in [0, 1], got {threshold}");
+    }
+    let file_name = args
+        .input
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let source = match (&previous, loaded.format) {
+        (Some(m), _) => m.source.clone(), // already converted: keep where it came from
+        (None, SourceFormat::OriginalPth) => {
+            format!("{file_name} (original ASL .pth, InPlaceABN gammas converted)")
+        }
+        (None, _) => format!("{file_name} (timm safetensors)"),
+    };
+    let meta = ModelMetadata {
+        arch: arch.clone(),
+        num_classes: k,
+        class_names: names,
+        input_size,
+        resize,
+        threshold,
+        source,
+    };
+    let tensors: std::collections::HashMap<_, _> = loaded
+        .tensors
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
+        .collect();
+    save_safetensors(&args.output, &tensors, &meta)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    report(args, &meta, loaded.format, tensors.len(), &args.output)
+}
+
+fn report(
+    args: &ConvertArgs,
+    meta: &ModelMetadata,
+    format: SourceFormat,
+    n: usize,
+    out: &Path,
+) -> Result<()> {
+    let bytes = std::fs::metadata(out)?.len();
+    let format = match format {
+        SourceFormat::OriginalPth => "original ASL .pth",
+        SourceFormat::TimmSafetensors => "timm safetensors",
+        SourceFormat::AslSafetensors => "asl-rs safetensors (metadata updated)",
+    };
+    let resize = match meta.resize {
+        ResizeMode::Squish => "squish".to_string(),
+        ResizeMode::Crop { crop_pct } => format!("crop {crop_pct}"),
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "input": args.input, "input_format": format, "output": out, "bytes": bytes,
+            "tensors": n, "arch": meta.arch, "num_classes": meta.num_classes,
+            "input_size": meta.input_size, "resize": resize, "threshold": meta.threshold,
+            "first_classes": meta.class_names.iter().take(5).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+    } else {
+        let first: Vec<&str> = meta
+            .class_names
+            .iter()
+            .take(5)
+            .map(String::as_str)
+            .collect();
+        println!(
+            "wrote {} ({:.1} MB, {n} tensors)\n  from: {} ({format})\n  arch: {}, {} classes ({}{})\n  \
+             input: {} px, resize {resize}, threshold {}",
+            out.display(),
+            bytes as f64 / 1e6,
+            args.input.display(),
+            meta.arch,
+            meta.num_classes,
+            first.join(", "),
+            if meta.num_classes > 5 { ", ..." } else { "" },
+            meta.input_size,
+            meta.threshold
+        );
+    }
+    Ok(())
+}
 
 fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        None | Some("-h") | Some("--help") | Some("help") => {
-            print!("{HELP}");
-            ExitCode::SUCCESS
-        }
-        Some("-V") | Some("--version") => {
-            println!("asl-cli {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some(cmd) => {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Convert(args) => convert(args),
+        _ => {
             eprintln!(
-                "asl-cli: `{cmd}` is not available yet: the command-line tool has no commands in \
-                 this version (see `asl-cli --help`)."
+                "asl-cli: this command is not available yet in this version; see `asl-cli --help` \
+                 (available now: convert)."
             );
-            ExitCode::from(2)
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("asl-cli: error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,12 +1,30 @@
-//! The binary explains itself and refuses commands it does not have yet, with a non-zero exit.
+//! The binary: help, planned commands refused clearly, and `convert` end to end on a full-size
+//! random tresnet_m in timm naming and on the small original-naming fixture.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::Command;
+
+use asl_tresnet::weights::{load_weights, ResizeMode, SourceFormat};
+use asl_tresnet::{TResNet, TResNetConfig};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_asl-cli"))
         .args(args)
         .output()
         .expect("run asl-cli")
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("asl-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
 }
 
 #[test]
@@ -19,13 +37,27 @@ fn help_lists_the_commands() {
     ] {
         assert!(text.contains(cmd), "help should mention {cmd}");
     }
+    let out = cli(&["convert", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--arch",
+        "--classes",
+        "--input-size",
+        "--threshold",
+        "--resize",
+        "--output",
+    ] {
+        assert!(text.contains(opt), "convert --help should mention {opt}");
+    }
 }
 
 #[test]
-fn unknown_or_unimplemented_commands_fail_clearly() {
+fn planned_commands_fail_clearly() {
     let out = cli(&["infer", "photo.jpg"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    assert!(stderr(&out).contains("not available yet"));
+    let out = cli(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
@@ -33,4 +65,113 @@ fn version() {
     let out = cli(&["--version"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("asl-cli "));
+}
+
+#[test]
+fn convert_timm_safetensors_with_class_file() {
+    let dir = temp_dir("convert");
+    // A full-size tresnet_m with 3 classes and random weights, saved as timm would.
+    let vars = VarMap::new();
+    TResNet::new(
+        &TResNetConfig::tresnet_m(3),
+        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+    )
+    .expect("model");
+    let tensors: HashMap<String, Tensor> = vars
+        .data()
+        .lock()
+        .expect("vars")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let input = dir.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &input).expect("save");
+    let classes = dir.join("classes.txt");
+    std::fs::write(&classes, "red\ngreen\n\nblue\n").expect("classes");
+    let output = dir.join("out.safetensors");
+    let (i, o, c) = (
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        classes.to_str().unwrap(),
+    );
+
+    let out = cli(&["convert", i, "-o", o, "--classes", c, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["arch"], "tresnet_m");
+    assert_eq!(report["num_classes"], 3);
+    assert_eq!(report["input_size"], 224);
+    assert_eq!(report["input_format"], "timm safetensors");
+    let back = load_weights(&output, &Device::Cpu).expect("load converted");
+    assert_eq!(back.format, SourceFormat::AslSafetensors);
+    let meta = back.metadata.expect("metadata");
+    assert_eq!(meta.class_names, ["red", "green", "blue"]);
+    assert_eq!(meta.resize, ResizeMode::Crop { crop_pct: 0.875 });
+    assert!(meta.source.contains("model.safetensors (timm safetensors)"));
+
+    // Nothing is overwritten without --force.
+    let out = cli(&["convert", i, "-o", o]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--force"));
+    // Converting the converted file keeps its metadata and source, and converts nothing again.
+    let again = dir.join("again.safetensors");
+    let out = cli(&[
+        "convert",
+        o,
+        "-o",
+        again.to_str().unwrap(),
+        "--threshold",
+        "0.8",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta2 = load_weights(&again, &Device::Cpu)
+        .unwrap()
+        .metadata
+        .unwrap();
+    assert_eq!(meta2.class_names, meta.class_names);
+    assert_eq!(meta2.source, meta.source);
+    assert_eq!(meta2.threshold, 0.8);
+    // Wrong class list length, wrong architecture.
+    let out = cli(&["convert", i, "-o", o, "--force", "--classes", "coco"]);
+    assert!(
+        stderr(&out).contains("has 80 names but the model has 3 classes"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["convert", i, "-o", o, "--force", "--arch", "tresnet_l"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("do not match tresnet_l") && err.contains("mis-shaped"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn convert_refuses_an_unknown_architecture_naming_keys() {
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/tresnet/small_basic.original.pth");
+    let dir = temp_dir("refuse");
+    let out_path = dir.join("x.safetensors");
+    let out = cli(&[
+        "convert",
+        fixture.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("missing:") && err.contains("mis-shaped:"),
+        "{err}"
+    );
+    assert!(!out_path.exists(), "nothing written on failure");
+    let out = cli(&[
+        "convert",
+        "/nonexistent/file.pth",
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(stderr(&out).contains("/nonexistent/file.pth"));
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,6 +11,7 @@
 //! our metadata format, the registry and the hub client. What this crate will not hold:
 //! datasets, augmentation and the training loop (those live in `asl-cli`'s library).
 
+pub mod classes;
 pub mod model;
 pub mod weights;
 

@@ -67,6 +67,21 @@ impl TResNetConfig {
         }
     }
 
+    /// The architecture names this crate knows, in the order [`Self::from_arch`] tries them.
+    pub const ARCHS: [&'static str; 4] = ["tresnet_m", "tresnet_l", "tresnet_xl", "tresnet_v2_l"];
+
+    /// A full-size variant by its timm name (`tresnet_m`, `tresnet_l`, `tresnet_xl`,
+    /// `tresnet_v2_l`).
+    pub fn from_arch(arch: &str, num_classes: usize) -> Option<Self> {
+        match arch {
+            "tresnet_m" => Some(Self::tresnet_m(num_classes)),
+            "tresnet_l" => Some(Self::tresnet_l(num_classes)),
+            "tresnet_xl" => Some(Self::tresnet_xl(num_classes)),
+            "tresnet_v2_l" => Some(Self::tresnet_v2_l(num_classes)),
+            _ => None,
+        }
+    }
+
     /// The stem width `P`.
     pub fn planes(&self) -> usize {
         let p = (64.0 * self.width_factor) as usize;

@@ -11,11 +11,17 @@ use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
-use crate::model::{TResNet, TResNetConfig};
+use crate::model::{HeadKind, TResNet, TResNetConfig};
 
 /// The header key that marks a file as the project's own format, and its version.
 pub const FORMAT_KEY: &str = "asl.format";
 pub const FORMAT_VERSION: &str = "asl-rs/1";
+
+/// An error for the user: a message without a captured backtrace (candle's `bail!` and
+/// `Error::msg` attach one when `RUST_BACKTRACE` is set, and `Display` prints it).
+fn user_error(msg: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(msg.to_string())
+}
 
 /// InPlaceABN multiplies by `|weight| + 1e-5` (original TResNet / ASL checkpoints).
 const INPLACE_ABN_EPS: f32 = 1e-5;
@@ -85,25 +91,29 @@ impl ModelMetadata {
         }
         let get = |k: &str| {
             h.get(k)
-                .ok_or_else(|| candle_core::Error::msg(format!("metadata key {k} is missing")))
+                .ok_or_else(|| user_error(format!("metadata key {k} is missing")))
         };
         let num = |k: &str| -> Result<f64> {
             get(k)?
                 .parse::<f64>()
-                .map_err(|e| candle_core::Error::msg(format!("metadata {k}: {e}")))
+                .map_err(|e| user_error(format!("metadata {k}: {e}")))
         };
         let resize = match get("asl.resize")?.as_str() {
             "squish" => ResizeMode::Squish,
             other => match other.strip_prefix("crop:").and_then(|v| v.parse().ok()) {
                 Some(crop_pct) => ResizeMode::Crop { crop_pct },
-                None => candle_core::bail!("metadata asl.resize: unknown mode {other:?}"),
+                None => {
+                    return Err(user_error(format!(
+                        "metadata asl.resize: unknown mode {other:?}"
+                    )))
+                }
             },
         };
         Ok(Some(ModelMetadata {
             arch: get("asl.arch")?.clone(),
             num_classes: num("asl.num_classes")? as usize,
             class_names: serde_json::from_str(get("asl.class_names")?)
-                .map_err(|e| candle_core::Error::msg(format!("metadata asl.class_names: {e}")))?,
+                .map_err(|e| user_error(format!("metadata asl.class_names: {e}")))?,
             input_size: num("asl.input_size")? as usize,
             resize,
             threshold: num("asl.threshold")?,
@@ -127,7 +137,7 @@ impl SimpleBackend for Recorder {
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> Result<Tensor> {
-        candle_core::bail!("unexpected unchecked read of {name}")
+        Err(user_error(format!("unexpected unchecked read of {name}")))
     }
     fn contains_tensor(&self, _: &str) -> bool {
         true
@@ -154,7 +164,7 @@ pub fn expected_weights(cfg: &TResNetConfig) -> Result<Vec<(String, Shape)>> {
     let seen = recorder
         .seen
         .lock()
-        .map_err(|_| candle_core::Error::msg("weight recorder poisoned"))?;
+        .map_err(|_| user_error("weight recorder poisoned"))?;
     Ok(seen.clone())
 }
 
@@ -238,13 +248,13 @@ pub fn model_from_tensors(
 ) -> Result<TResNet> {
     let mismatch = check_weights(cfg, &tensors)?;
     if !mismatch.is_empty() {
-        candle_core::bail!(
+        return Err(user_error(format!(
             "the weights do not fit {} layers {:?} width {} with {} classes:\n{mismatch}",
             if cfg.v2 { "TResNet v2" } else { "TResNet" },
             cfg.layers,
             cfg.width_factor,
             cfg.num_classes
-        );
+        )));
     }
     let tensors = tensors
         .into_iter()
@@ -323,7 +333,7 @@ pub struct PthCheckpoint {
 /// state dict), `num_classes` and `idx_to_class`, or a bare state dict.
 pub fn read_pth(path: &Path) -> Result<PthCheckpoint> {
     let ctx = |e: candle_core::Error| {
-        candle_core::Error::msg(format!(
+        user_error(format!(
             "reading PyTorch checkpoint {}: {e}",
             path.display()
         ))
@@ -333,7 +343,7 @@ pub fn read_pth(path: &Path) -> Result<PthCheckpoint> {
         _ => candle_core::pickle::read_all(path).map_err(ctx)?,
     };
     if tensors.is_empty() {
-        return Err(ctx(candle_core::Error::msg("no tensors found")));
+        return Err(ctx(user_error("no tensors found")));
     }
     let (num_classes, class_names) = read_pth_extras(path).unwrap_or((None, None));
     Ok(PthCheckpoint {
@@ -355,7 +365,7 @@ fn read_pth_extras(path: &Path) -> Result<(Option<usize>, Option<Vec<String>>)> 
                 .map(|n| n.to_string())
         })
         .find(|n| n.ends_with("data.pkl"))
-        .ok_or_else(|| candle_core::Error::msg("no data.pkl in the archive"))?;
+        .ok_or_else(|| user_error("no data.pkl in the archive"))?;
     let mut bytes = Vec::new();
     zip.by_name(&name)
         .map_err(candle_core::Error::wrap)?
@@ -389,7 +399,9 @@ fn read_pth_extras(path: &Path) -> Result<(Option<usize>, Option<Vec<String>>)> 
                     .unwrap_or_default();
                 pairs.sort_by_key(|(i, _)| *i);
                 if pairs.iter().enumerate().all(|(n, (i, _))| *i == n as i64) && !pairs.is_empty() {
-                    names = Some(pairs.into_iter().map(|(_, s)| s).collect());
+                    // The OpenImages checkpoint's names carry stray quote characters.
+                    let clean = |s: String| s.trim_matches(|c| c == '\'' || c == '"').to_string();
+                    names = Some(pairs.into_iter().map(|(_, s)| clean(s)).collect());
                 }
             }
             _ => {}
@@ -410,7 +422,7 @@ pub fn save_safetensors(
         .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
         .collect::<Result<_>>()?;
     safetensors::serialize_to_file(contiguous, Some(meta.to_header()), &tmp)
-        .map_err(|e| candle_core::Error::msg(format!("writing {}: {e}", tmp.display())))?;
+        .map_err(|e| user_error(format!("writing {}: {e}", tmp.display())))?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
@@ -434,7 +446,7 @@ pub fn load_weights(path: &Path, device: &Device) -> Result<LoadedWeights> {
     let mut magic = [0u8; 4];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|e| candle_core::Error::msg(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| user_error(format!("cannot read {}: {e}", path.display())))?;
     if &magic == b"PK\x03\x04" {
         let ckpt = read_pth(path)?;
         let tensors = convert_original(ckpt.tensors)?
@@ -451,7 +463,7 @@ pub fn load_weights(path: &Path, device: &Device) -> Result<LoadedWeights> {
     }
     let bytes = std::fs::read(path)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-        candle_core::Error::msg(format!(
+        user_error(format!(
             "{} is neither a PyTorch checkpoint nor a safetensors file: {e}",
             path.display()
         ))
@@ -472,4 +484,76 @@ pub fn load_weights(path: &Path, device: &Device) -> Result<LoadedWeights> {
         pth_num_classes: None,
         pth_class_names: None,
     })
+}
+
+/// The class count and head kind the tensors imply (from `head.fc.weight` or the OpenImages
+/// bottleneck head `head.fc.FC.weight`).
+pub fn head_from_tensors(tensors: &HashMap<String, Tensor>) -> Result<(usize, HeadKind)> {
+    if let Some(fc) = tensors.get("head.fc.weight") {
+        return Ok((fc.dim(0)?, HeadKind::Linear));
+    }
+    match (
+        tensors.get("head.fc.FC.weight"),
+        tensors.get("head.fc.embedding_generator.0.weight"),
+    ) {
+        (Some(fc), Some(emb)) => Ok((
+            fc.dim(0)?,
+            HeadKind::Bottleneck {
+                embedding: emb.dim(0)?,
+            },
+        )),
+        _ => Err(user_error(
+            "no classifier found: expected head.fc.weight (or head.fc.FC.weight and \
+                 head.fc.embedding_generator.0.weight)",
+        )),
+    }
+}
+
+/// The architecture that fits the tensors: `arch` when given (refused with the mismatching keys
+/// when it does not fit), otherwise the first of [`TResNetConfig::ARCHS`] whose names and shapes
+/// all match.
+pub fn config_for_tensors(
+    tensors: &HashMap<String, Tensor>,
+    arch: Option<&str>,
+) -> Result<(String, TResNetConfig)> {
+    let (num_classes, head) = head_from_tensors(tensors)?;
+    let candidates: Vec<&str> = match arch {
+        Some(a) => {
+            if TResNetConfig::from_arch(a, 1).is_none() {
+                return Err(user_error(format!(
+                    "unknown architecture {a:?} (known: {})",
+                    TResNetConfig::ARCHS.join(", ")
+                )));
+            }
+            vec![a]
+        }
+        None => TResNetConfig::ARCHS.to_vec(),
+    };
+    let mut closest: Option<(usize, String, KeyMismatch)> = None;
+    for name in candidates {
+        let cfg = TResNetConfig {
+            head,
+            ..TResNetConfig::from_arch(name, num_classes)
+                .ok_or_else(|| user_error(format!("unknown architecture {name:?}")))?
+        };
+        let report = check_weights(&cfg, tensors)?;
+        if report.is_empty() {
+            return Ok((name.to_string(), cfg));
+        }
+        let problems = report.missing.len() + report.unexpected.len() + report.mis_shaped.len();
+        if closest.as_ref().is_none_or(|(p, _, _)| problems < *p) {
+            closest = Some((problems, name.to_string(), report));
+        }
+    }
+    let (_, name, report) =
+        closest.ok_or_else(|| user_error("no candidate architecture to check"))?;
+    Err(user_error(format!(
+        "the weights do not match {} (with {num_classes} classes){}:\n{report}",
+        name,
+        if arch.is_some() {
+            ""
+        } else {
+            ", the closest known architecture"
+        }
+    )))
 }
