@@ -13,6 +13,7 @@
 
 pub mod classes;
 pub mod model;
+pub mod ops;
 pub mod weights;
 
 pub use asl_core;

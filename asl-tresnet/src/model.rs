@@ -103,7 +103,8 @@ impl TResNetConfig {
 #[derive(Clone, Debug)]
 struct ConvBn {
     conv: Conv2d,
-    bn: BatchNorm,
+    /// `None` once folded into `conv` (inference path).
+    bn: Option<BatchNorm>,
     slope: Option<f64>,
     blur: bool,
 }
@@ -123,23 +124,47 @@ impl ConvBn {
         };
         Ok(ConvBn {
             conv: candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb.pp("conv"))?,
-            bn: candle_nn::batch_norm(c_out, BN_EPS, vb.pp("bn"))?,
+            bn: Some(candle_nn::batch_norm(c_out, BN_EPS, vb.pp("bn"))?),
             slope,
             blur,
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        let x = self.conv.forward(x)?;
+        let x = match &self.bn {
+            Some(bn) => bn.forward_t(&x, train)?,
+            None => x,
+        };
         let x = match self.slope {
             Some(s) => candle_nn::ops::leaky_relu(&x, s)?,
             None => x,
         };
-        if self.blur {
-            blur_pool(&x)
-        } else {
-            Ok(x)
+        match (self.blur, &self.bn) {
+            (false, _) => Ok(x),
+            (true, Some(_)) => blur_pool(&x),
+            (true, None) => crate::ops::blur_pool_fused(&x),
         }
+    }
+
+    /// The same layer with its BatchNorm folded into the convolution (weights detached from any
+    /// autograd graph).
+    fn folded(&self) -> Result<Self> {
+        let conv = match &self.bn {
+            Some(bn) => self.conv.absorb_bn(bn)?,
+            None => self.conv.clone(),
+        };
+        let conv = Conv2d::new(
+            conv.weight().detach(),
+            conv.bias().map(|b| b.detach()),
+            *conv.config(),
+        );
+        Ok(ConvBn {
+            conv,
+            bn: None,
+            slope: self.slope,
+            blur: self.blur,
+        })
     }
 }
 
@@ -229,6 +254,22 @@ struct Downsample {
     conv: ConvBn,
 }
 
+impl SqueezeExcite {
+    fn detached(&self) -> Self {
+        let d = |c: &Conv2d| {
+            Conv2d::new(
+                c.weight().detach(),
+                c.bias().map(|b| b.detach()),
+                *c.config(),
+            )
+        };
+        SqueezeExcite {
+            fc1: d(&self.fc1),
+            fc2: d(&self.fc2),
+        }
+    }
+}
+
 impl Downsample {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if self.pool {
@@ -267,6 +308,35 @@ enum Block {
 }
 
 impl Block {
+    fn folded(&self) -> Result<Self> {
+        let ds = |d: &Option<Downsample>| -> Result<Option<Downsample>> {
+            d.as_ref()
+                .map(|d| {
+                    Ok(Downsample {
+                        pool: d.pool,
+                        conv: d.conv.folded()?,
+                    })
+                })
+                .transpose()
+        };
+        let se = |s: &Option<SqueezeExcite>| s.as_ref().map(SqueezeExcite::detached);
+        Ok(match self {
+            Block::Basic(b) => Block::Basic(BasicBlock {
+                conv1: b.conv1.folded()?,
+                conv2: b.conv2.folded()?,
+                se: se(&b.se),
+                downsample: ds(&b.downsample)?,
+            }),
+            Block::Bottleneck(b) => Block::Bottleneck(Bottleneck {
+                conv1: b.conv1.folded()?,
+                conv2: b.conv2.folded()?,
+                se: se(&b.se),
+                conv3: b.conv3.folded()?,
+                downsample: ds(&b.downsample)?,
+            }),
+        })
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (out, downsample) = match self {
             Block::Basic(b) => {
@@ -426,6 +496,35 @@ impl TResNet {
         &self.cfg
     }
 
+    /// The inference path: every BatchNorm folded into its convolution (eval statistics), all
+    /// weights plain tensors outside any autograd graph, the blur done by a fused one-pass op.
+    /// `forward_t(x, true)` is refused on the result.
+    pub fn into_inference(self) -> Result<Self> {
+        let detach_linear =
+            |l: &Linear| Linear::new(l.weight().detach(), l.bias().map(|b| b.detach()));
+        Ok(TResNet {
+            stem: self.stem.folded()?,
+            stages: self
+                .stages
+                .iter()
+                .map(|s| s.iter().map(Block::folded).collect::<Result<Vec<_>>>())
+                .collect::<Result<_>>()?,
+            head: match &self.head {
+                Head::Linear(fc) => Head::Linear(detach_linear(fc)),
+                Head::Bottleneck { embedding, fc } => Head::Bottleneck {
+                    embedding: detach_linear(embedding),
+                    fc: detach_linear(fc),
+                },
+            },
+            cfg: self.cfg,
+        })
+    }
+
+    /// Whether this is the folded inference path.
+    pub fn is_inference(&self) -> bool {
+        self.stem.bn.is_none()
+    }
+
     /// Checks an input batch: `[N, 3, H, W]`, sides multiples of 4 and at least
     /// [`MIN_INPUT_SIDE`], a float dtype.
     pub fn check_input(x: &Tensor) -> Result<()> {
@@ -452,6 +551,11 @@ impl TResNet {
     /// Pooled features `[N, num_features]` (the global mean of the last stage).
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         Self::check_input(x)?;
+        if train && self.is_inference() {
+            candle_core::bail!(
+                "this TResNet is the folded inference path: it cannot run in training mode"
+            );
+        }
         let mut x = self.stem.forward_t(&space_to_depth(x)?, train)?;
         for stage in &self.stages {
             for block in stage {

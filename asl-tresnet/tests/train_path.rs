@@ -166,3 +166,32 @@ fn bad_input_shapes_are_refused() {
     let x = Tensor::zeros((3, 32, 32), DType::F32, &dev).unwrap();
     assert!(model.forward_t(&x, false).is_err());
 }
+
+#[test]
+fn fused_blur_equals_the_composed_blur() {
+    let dev = Device::Cpu;
+    for (h, w) in [(2, 2), (5, 7), (8, 6), (57, 49), (3, 10)] {
+        for dt in [DType::F32, DType::F64] {
+            let x = Tensor::randn(0f32, 1., (2, 3, h, w), &dev)
+                .unwrap()
+                .to_dtype(dt)
+                .unwrap();
+            let a = blur_pool(&x).unwrap();
+            let b = asl_tresnet::ops::blur_pool_fused(&x).unwrap();
+            assert_eq!(a.dims(), b.dims());
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(diff < 1e-6, "{h}x{w} {dt:?}: {diff}");
+        }
+    }
+    let x = Tensor::zeros((1, 1, 1, 4), DType::F32, &dev).unwrap();
+    assert!(asl_tresnet::ops::blur_pool_fused(&x).is_err());
+}

@@ -33,6 +33,11 @@ fn small_tresnets_match_timm() {
         let tensors = candle_core::safetensors::load(&weights, &Device::Cpu).expect("weights");
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
         let model = TResNet::new(&cfg, vb).expect("model from timm-named weights");
+        let inference = model
+            .clone()
+            .into_inference()
+            .expect("folded inference path");
+        assert!(inference.is_inference() && !model.is_inference());
         let io = candle_core::safetensors::load(
             fixture_path(&format!("tresnet/{name}.io.safetensors")),
             &Device::Cpu,
@@ -45,27 +50,37 @@ fn small_tresnets_match_timm() {
                 .and_then(|p| p.broadcast_div(&Tensor::new(255f32, &Device::Cpu)?))
                 .expect("input");
             let want = io[&format!("logits_{size}")].clone();
-            let got = model.forward_t(&x, false).expect("forward");
-            assert_eq!(got.dims(), want.dims(), "{name} {size}");
-            let scale = want
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let diff = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(
-                diff <= 1e-4 * scale,
-                "{name} at {size}: max |diff| {diff} for logits of scale {scale}"
-            );
+            for (path, m) in [
+                ("training path (eval)", &model),
+                ("inference path", &inference),
+            ] {
+                let got = m.forward_t(&x, false).expect("forward");
+                assert_eq!(got.dims(), want.dims(), "{name} {size}");
+                let scale = want
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let diff = (got - &want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "{name} at {size}, {path}: max |diff| {diff} for logits of scale {scale}"
+                );
+            }
         }
+        let x = Tensor::zeros((1, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        assert!(
+            inference.forward_t(&x, true).is_err(),
+            "no training mode on folded weights"
+        );
     }
 }
