@@ -17,8 +17,8 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Multi-label image classification with the Asymmetric Loss (ASL) and TResNet",
     long_about = "Multi-label image classification with the Asymmetric Loss (ASL) and TResNet.\n\n\
-                  Available now: `convert`. Planned (not implemented yet): infer, validate, train, \
-                  models, bench, demo."
+                  Available now: `convert`, `bench`. Planned (not implemented yet): infer, validate, \
+                  train, models, demo."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,8 +39,9 @@ enum Command {
     Train(Planned),
     /// (planned) List the pretrained registry.
     Models(Planned),
-    /// (planned) Measure inference speed on this machine.
-    Bench(Planned),
+    /// Measure the inference path's speed on this machine (random weights, eval, fp32): images
+    /// per second, warm-up excluded, median of several runs.
+    Bench(BenchArgs),
     /// (planned) Run the embedded default end to end.
     Demo(Planned),
 }
@@ -49,6 +50,30 @@ enum Command {
 struct Planned {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     rest: Vec<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Architecture: tresnet_m, tresnet_l, tresnet_xl or tresnet_v2_l.
+    #[arg(long, default_value = "tresnet_m")]
+    arch: String,
+    /// Square input side in pixels (a multiple of 4).
+    #[arg(long, default_value_t = 224)]
+    input_size: usize,
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Worker threads (default: all cores; sets RAYON_NUM_THREADS for candle and our kernels).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed runs after two warm-up runs; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Classes of the random classifier.
+    #[arg(long, default_value_t = 1000)]
+    num_classes: usize,
+    /// Output format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    format: String,
 }
 
 #[derive(Args)]
@@ -233,14 +258,87 @@ fn report(
     Ok(())
 }
 
+fn bench(args: &BenchArgs) -> Result<()> {
+    use candle_core::{DType, Tensor};
+    let cfg =
+        asl_tresnet::TResNetConfig::from_arch(&args.arch, args.num_classes).with_context(|| {
+            format!(
+                "unknown architecture {:?} (known: {})",
+                args.arch,
+                asl_tresnet::TResNetConfig::ARCHS.join(", ")
+            )
+        })?;
+    if args.batch_size == 0 || args.runs == 0 {
+        bail!("--batch-size and --runs must be at least 1");
+    }
+    let dev = Device::Cpu;
+    let vars = candle_nn::VarMap::new();
+    let model = asl_tresnet::TResNet::new(
+        &cfg,
+        candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &dev),
+    )?
+    .into_inference()?;
+    drop(vars);
+    let x = Tensor::rand(
+        0f32,
+        1.,
+        (args.batch_size, 3, args.input_size, args.input_size),
+        &dev,
+    )?;
+    asl_tresnet::TResNet::check_input(&x)?;
+    let run = || -> Result<f64> {
+        let t = std::time::Instant::now();
+        let y = model.forward_t(&x, false)?;
+        y.to_vec2::<f32>()?; // wait for the result
+        Ok(t.elapsed().as_secs_f64())
+    };
+    for _ in 0..2 {
+        run()?;
+    }
+    let mut times = (0..args.runs)
+        .map(|_| run())
+        .collect::<Result<Vec<f64>>>()?;
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let ips = args.batch_size as f64 / median;
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
+    if args.format == "json" {
+        let v = serde_json::json!({
+            "arch": args.arch, "input_size": args.input_size, "batch_size": args.batch_size,
+            "threads": threads, "runs": args.runs, "median_s": median,
+            "images_per_s": ips, "times_s": times,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} @{} batch {}: {:.2} images/s (median of {} runs: {:.1} ms; threads: {threads})",
+            args.arch,
+            args.input_size,
+            args.batch_size,
+            ips,
+            args.runs,
+            median * 1e3
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench(BenchArgs {
+        threads: Some(t), ..
+    }) = &cli.command
+    {
+        // Before any thread pool exists: candle's gemm and our kernels read it once.
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
     let result = match &cli.command {
         Command::Convert(args) => convert(args),
+        Command::Bench(args) => bench(args),
         _ => {
             eprintln!(
                 "asl-cli: this command is not available yet in this version; see `asl-cli --help` \
-                 (available now: convert)."
+                 (available now: convert, bench)."
             );
             return ExitCode::from(2);
         }
