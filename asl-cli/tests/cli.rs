@@ -175,3 +175,30 @@ fn convert_refuses_an_unknown_architecture_naming_keys() {
     assert!(stderr(&out).contains("/nonexistent/file.pth"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn bench_reports_images_per_second() {
+    let out = cli(&[
+        "bench",
+        "--arch",
+        "tresnet_m",
+        "--input-size",
+        "32",
+        "--batch-size",
+        "1",
+        "--runs",
+        "1",
+        "--num-classes",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["images_per_s"].as_f64().is_some_and(|x| x > 0.0));
+    assert_eq!(v["arch"], "tresnet_m");
+    let out = cli(&["bench", "--arch", "resnet50"]);
+    assert!(stderr(&out).contains("unknown architecture"));
+    let out = cli(&["bench", "--input-size", "30", "--runs", "1"]);
+    assert!(stderr(&out).contains("multiples of 4"), "{}", stderr(&out));
+}
