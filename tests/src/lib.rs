@@ -77,6 +77,31 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol_frac:
     }
 }
 
+/// `max |got - want| / max |want|`: the largest difference relative to the reference's scale.
+pub fn max_rel_diff(got: &Tensor, want: &Tensor) -> f64 {
+    let max_abs = |t: &Tensor| {
+        t.abs()
+            .and_then(|t| {
+                t.flatten_all()?
+                    .max(0)?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()
+            })
+            .expect("max |.|")
+    };
+    let diff = (got - want).expect("same shapes");
+    max_abs(&diff) / max_abs(want)
+}
+
+/// A model input from stored `u8` pixels: `pixels / 255` in f32, a true division as torch does
+/// (`pixels.float() / 255`), not a multiplication by the reciprocal.
+pub fn pixels_to_input(pixels: &Tensor) -> Tensor {
+    pixels
+        .to_dtype(DType::F32)
+        .and_then(|p| p.broadcast_div(&Tensor::new(255f32, &Device::Cpu)?))
+        .expect("input from pixels")
+}
+
 /// A global allocator that counts live heap bytes and their peak, for memory measurements.
 /// Install it in a test or example binary with
 /// `#[global_allocator] static ALLOC: CountingAlloc = CountingAlloc;`.

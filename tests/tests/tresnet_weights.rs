@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use asl_tests::fixture_path;
+use asl_tests::{fixture_path, max_rel_diff, pixels_to_input};
 use asl_tresnet::weights::{
     check_weights, expected_weights, load_weights, model_from_tensors, original_to_timm,
     save_safetensors, ModelMetadata, ResizeMode, SourceFormat,
 };
 use asl_tresnet::{HeadKind, TResNetConfig};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 /// `name -> shape` from a key list of `shared/spec/keys` (copied under fixtures/keys): lines
 /// `name\t[d, ...]\tdtype` (timm) or `name [d, ...]` (original), `#` comments.
@@ -85,32 +85,6 @@ fn original_names_rename_to_timm_names() {
     );
 }
 
-fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / scale
-}
-
-fn input(pixels: &Tensor) -> Tensor {
-    pixels
-        .to_dtype(DType::F32)
-        .and_then(|p| p.broadcast_div(&Tensor::new(255f32, &Device::Cpu)?))
-        .expect("input")
-}
-
 #[test]
 fn original_pth_converts_to_the_same_model() {
     let dev = Device::Cpu;
@@ -128,7 +102,9 @@ fn original_pth_converts_to_the_same_model() {
         &dev,
     )
     .unwrap();
-    let got = model.forward_t(&input(&io["pixels_224"]), false).unwrap();
+    let got = model
+        .forward_t(&pixels_to_input(&io["pixels_224"]), false)
+        .unwrap();
     let rel = max_rel_diff(&got, &io["logits_224"]);
     assert!(
         rel < 1e-4,
@@ -171,7 +147,9 @@ fn own_format_round_trips_with_metadata() {
             .unwrap();
     let model = model_from_tensors(&cfg, back.tensors, &dev).unwrap();
     let rel = max_rel_diff(
-        &model.forward_t(&input(&io["pixels_224"]), false).unwrap(),
+        &model
+            .forward_t(&pixels_to_input(&io["pixels_224"]), false)
+            .unwrap(),
         &io["logits_224"],
     );
     assert!(rel < 1e-4, "{rel}");
