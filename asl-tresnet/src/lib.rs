@@ -17,4 +17,4 @@ pub mod ops;
 pub mod weights;
 
 pub use asl_core;
-pub use model::{HeadKind, TResNet, TResNetConfig};
+pub use model::{trainable_vars, HeadKind, TResNet, TResNetConfig};

@@ -8,7 +8,7 @@
 //! `train` is true, differentiable end to end. See `shared/spec/tresnet.md` for the architecture.
 
 use candle_core::{Module, ModuleT, Result, Tensor, D};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
 
 /// LeakyReLU slope of the stem (PyTorch's default).
 const STEM_SLOPE: f64 = 0.01;
@@ -579,4 +579,21 @@ impl ModuleT for TResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         TResNet::forward_t(self, x, train)
     }
+}
+
+/// The parameters an optimiser should update for a model built from `vars`: everything but the
+/// BatchNorm running statistics (which the forward pass updates itself), or, with
+/// `freeze_backbone`, only the classifier (`head.*`), for linear probing or a warm-up phase.
+pub fn trainable_vars(vars: &VarMap, freeze_backbone: bool) -> Result<Vec<candle_core::Var>> {
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+    let mut named: Vec<(&String, &candle_core::Var)> = data
+        .iter()
+        .filter(|(name, _)| !name.ends_with("running_mean") && !name.ends_with("running_var"))
+        .filter(|(name, _)| !freeze_backbone || name.starts_with("head."))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    Ok(named.into_iter().map(|(_, v)| v.clone()).collect())
 }

@@ -195,3 +195,37 @@ fn fused_blur_equals_the_composed_blur() {
     let x = Tensor::zeros((1, 1, 1, 4), DType::F32, &dev).unwrap();
     assert!(asl_tresnet::ops::blur_pool_fused(&x).is_err());
 }
+
+#[test]
+fn frozen_backbone_trains_only_the_head() {
+    use candle_nn::Optimizer;
+    let dev = Device::Cpu;
+    let vars = VarMap::new();
+    let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.125, false, 3);
+    let model = TResNet::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, &dev)).unwrap();
+    let all = asl_tresnet::trainable_vars(&vars, false).unwrap();
+    let head = asl_tresnet::trainable_vars(&vars, true).unwrap();
+    assert_eq!(head.len(), 2, "head.fc weight and bias");
+    assert!(all.len() > 40);
+    let snapshot = |name: &str| {
+        vars.data().lock().unwrap()[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (stem0, head0) = (
+        snapshot("body.conv1.conv.weight"),
+        snapshot("head.fc.weight"),
+    );
+    let mut opt = candle_nn::SGD::new(head, 0.1).unwrap();
+    let x = Tensor::rand(0f32, 1., (2, 3, 32, 32), &dev).unwrap();
+    let y = Tensor::new(&[[1f32, 0., 1.], [0., 1., 0.]], &dev).unwrap();
+    let loss = AsymmetricLoss::new(AslConfig::paper())
+        .forward(&model.forward_t(&x, true).unwrap(), &y)
+        .unwrap();
+    opt.backward_step(&loss).unwrap();
+    assert_eq!(stem0, snapshot("body.conv1.conv.weight"), "backbone frozen");
+    assert_ne!(head0, snapshot("head.fc.weight"), "head trained");
+}
