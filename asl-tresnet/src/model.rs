@@ -105,6 +105,8 @@ struct ConvBn {
     conv: Conv2d,
     /// `None` once folded into `conv` (inference path).
     bn: Option<BatchNorm>,
+    /// The folded bias as f32 values, for the fused inference convolution.
+    bias_f32: Option<Vec<f32>>,
     slope: Option<f64>,
     blur: bool,
 }
@@ -125,12 +127,24 @@ impl ConvBn {
         Ok(ConvBn {
             conv: candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb.pp("conv"))?,
             bn: Some(candle_nn::batch_norm(c_out, BN_EPS, vb.pp("bn"))?),
+            bias_f32: None,
             slope,
             blur,
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let (None, Some(bias)) = (&self.bn, &self.bias_f32) {
+            // Inference path, f32: matrix-product convolution with bias and activation fused.
+            if x.dtype() == candle_core::DType::F32 && x.device().is_cpu() {
+                let y = crate::ops::conv_bias_act(x, self.conv.weight(), bias, self.slope)?;
+                return if self.blur {
+                    crate::ops::blur_pool_fused(&y)
+                } else {
+                    Ok(y)
+                };
+            }
+        }
         let x = self.conv.forward(x)?;
         let x = match &self.bn {
             Some(bn) => bn.forward_t(&x, train)?,
@@ -159,9 +173,14 @@ impl ConvBn {
             conv.bias().map(|b| b.detach()),
             *conv.config(),
         );
+        let bias_f32 = match conv.bias() {
+            Some(b) => Some(b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?),
+            None => None,
+        };
         Ok(ConvBn {
             conv,
             bn: None,
+            bias_f32,
             slope: self.slope,
             blur: self.blur,
         })
