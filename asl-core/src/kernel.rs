@@ -295,18 +295,6 @@ pub(crate) fn pow_known<F: Float>(b: F, g: F, gi: Option<i32>) -> F {
     }
 }
 
-/// `b^g` with `0^0 = 1` and `0^g = 0` for `g > 0` (`powf` already does this; stated for clarity).
-#[inline(always)]
-fn pow_safe<F: Float>(b: F, g: F) -> F {
-    if g == F::zero() {
-        F::one()
-    } else if b == F::zero() {
-        F::zero()
-    } else {
-        b.powf(g)
-    }
-}
-
 /// `log(q)` for `q = 1 - p_m` (the clipped `p_neg`): near 1, `log1p(-p_m)` from the accurately
 /// known `p_m`, because `q = (1 - p) + clip` has already rounded away the digits that
 /// `log(q) ~ q - 1` needs.
@@ -427,9 +415,9 @@ pub(crate) fn asl_element<F: Float>(x: F, y: F, prm: &AslParams<F>) -> (F, F) {
         let base = y * sn + (one - y) * p_m;
         let gamma = y * prm.gamma_pos + (one - y) * prm.gamma_neg;
         let dbase = -y * p * sn + if above_clip { (one - y) * p * sn } else { zero };
-        let w = pow_safe(base, gamma);
-        // gamma base^(gamma-1) dbase as gamma w (dbase / base): the ratio stays bounded for a
-        // soft target, base^(gamma-1) alone can overflow.
+        let w = base.powf(gamma); // base >= 0; powf gives 0^0 = 1 and 0^g = 0
+                                  // gamma base^(gamma-1) dbase as gamma w (dbase / base): the ratio stays bounded for a
+                                  // soft target, base^(gamma-1) alone can overflow.
         let dw = if gamma == zero || dbase == zero || base == zero {
             zero
         } else {

@@ -98,6 +98,27 @@ fn close(a: &[f64], b: &[f64], rtol: f64, atol_frac: f64, floor: f64) -> Result<
     Ok(())
 }
 
+/// Runs the fused (`false`) and composed (`true`) path of a loss on `logits` as a variable:
+/// for each, the output's dtype, its values and the logits' gradient of its sum.
+fn both_paths(
+    logits: &Tensor,
+    forward: impl Fn(bool, &Tensor) -> candle_core::Result<Tensor>,
+) -> Vec<(DType, Vec<f64>, Vec<f64>)> {
+    [false, true]
+        .into_iter()
+        .map(|composed| {
+            let v = Var::from_tensor(logits).unwrap();
+            let out = forward(composed, v.as_tensor()).unwrap();
+            let grads = out.sum_all().unwrap().backward().unwrap();
+            (
+                out.dtype(),
+                all_values(&out),
+                all_values(grads.get(&v).unwrap()),
+            )
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -111,22 +132,14 @@ proptest! {
         let logits = Tensor::from_vec(x, (n, c), &Device::Cpu).unwrap().to_dtype(dt).unwrap();
         let targets = Tensor::from_vec(y, (n, c), &Device::Cpu).unwrap().to_dtype(dt).unwrap();
         let loss = AsymmetricLoss::new(cfg);
-        let mut results = Vec::new();
-        for composed in [false, true] {
-            let v = Var::from_tensor(&logits).unwrap();
-            let out = if composed {
-                loss.forward_composed(v.as_tensor(), &targets)
-            } else {
-                loss.forward(v.as_tensor(), &targets)
-            }.unwrap();
-            prop_assert_eq!(out.dtype(), dt);
-            let grads = out.sum_all().unwrap().backward().unwrap();
-            let g = grads.get(&v).unwrap();
-            results.push((all_values(&out), all_values(g)));
-        }
+        let results = both_paths(&logits, |composed, x| {
+            if composed { loss.forward_composed(x, &targets) } else { loss.forward(x, &targets) }
+        });
+        prop_assert_eq!(results[0].0, dt);
+        prop_assert_eq!(results[1].0, dt);
         let (rtol, atol, floor) = if f64_logits { (1e-9, 1e-11, 0.0) } else { (2e-5, 1e-6, 1e-36) };
-        close(&results[0].0, &results[1].0, rtol, atol, floor)?;
-        close(&results[0].1, &results[1].1, rtol * 10.0, atol * 10.0, floor)?;
+        close(&results[0].1, &results[1].1, rtol, atol, floor)?;
+        close(&results[0].2, &results[1].2, rtol * 10.0, atol * 10.0, floor)?;
     }
 
     #[test]
@@ -150,18 +163,10 @@ proptest! {
         let targets = Tensor::new(t.as_slice(), &Device::Cpu).unwrap();
         let cfg = SingleLabelConfig { gamma_pos, gamma_neg, eps, reduction };
         let loss = AslSingleLabel::new(cfg);
-        let mut results = Vec::new();
-        for composed in [false, true] {
-            let v = Var::from_tensor(&logits).unwrap();
-            let out = if composed {
-                loss.forward_composed(v.as_tensor(), &targets)
-            } else {
-                loss.forward(v.as_tensor(), &targets)
-            }.unwrap();
-            let grads = out.sum_all().unwrap().backward().unwrap();
-            results.push((all_values(&out), all_values(grads.get(&v).unwrap())));
-        }
-        close(&results[0].0, &results[1].0, 1e-9, 1e-11, 0.0)?;
-        close(&results[0].1, &results[1].1, 1e-8, 1e-10, 0.0)?;
+        let results = both_paths(&logits, |composed, x| {
+            if composed { loss.forward_composed(x, &targets) } else { loss.forward(x, &targets) }
+        });
+        close(&results[0].1, &results[1].1, 1e-9, 1e-11, 0.0)?;
+        close(&results[0].2, &results[1].2, 1e-8, 1e-10, 0.0)?;
     }
 }

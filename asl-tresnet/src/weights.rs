@@ -129,7 +129,7 @@ struct Recorder {
     seen: std::sync::Mutex<Vec<(String, Shape)>>,
 }
 
-impl SimpleBackend for Recorder {
+impl SimpleBackend for &Recorder {
     fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         if let Ok(mut seen) = self.seen.lock() {
             seen.push((name.to_string(), s.clone()));
@@ -146,26 +146,15 @@ impl SimpleBackend for Recorder {
 
 /// Every weight name the model for `cfg` reads, with its shape (timm naming).
 pub fn expected_weights(cfg: &TResNetConfig) -> Result<Vec<(String, Shape)>> {
-    let recorder = std::sync::Arc::new(Recorder::default());
-    struct Shared(std::sync::Arc<Recorder>);
-    impl SimpleBackend for Shared {
-        fn get(&self, s: Shape, n: &str, h: Init, d: DType, dev: &Device) -> Result<Tensor> {
-            self.0.get(s, n, h, d, dev)
-        }
-        fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> Result<Tensor> {
-            self.0.get_unchecked(n, d, dev)
-        }
-        fn contains_tensor(&self, n: &str) -> bool {
-            self.0.contains_tensor(n)
-        }
-    }
-    let vb = VarBuilder::from_backend(Box::new(Shared(recorder.clone())), DType::F32, Device::Cpu);
-    TResNet::new(cfg, vb)?;
-    let seen = recorder
+    let recorder = Recorder::default();
+    TResNet::new(
+        cfg,
+        VarBuilder::from_backend(Box::new(&recorder), DType::F32, Device::Cpu),
+    )?;
+    recorder
         .seen
-        .lock()
-        .map_err(|_| user_error("weight recorder poisoned"))?;
-    Ok(seen.clone())
+        .into_inner()
+        .map_err(|_| user_error("weight recorder poisoned"))
 }
 
 /// How a set of tensors fails to fit an architecture.
