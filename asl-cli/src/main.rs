@@ -74,6 +74,10 @@ struct BenchArgs {
     /// Output format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     format: String,
+    /// Also time one more run layer type by layer type (convolution products, im2col, bias +
+    /// activation, blur, SE, residual, pooling, head) and print where the time goes.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Args)]
@@ -302,12 +306,27 @@ fn bench(args: &BenchArgs) -> Result<()> {
     let median = times[times.len() / 2];
     let ips = args.batch_size as f64 / median;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
+    let profile = if args.profile {
+        let (_, times) = model.forward_profiled(&x)?;
+        let total: f64 = times.iter().map(|(_, t)| t.as_secs_f64()).sum();
+        let mut rows: Vec<(&str, f64)> = times.iter().map(|(k, t)| (*k, t.as_secs_f64())).collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Some((rows, total))
+    } else {
+        None
+    };
     if args.format == "json" {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "arch": args.arch, "input_size": args.input_size, "batch_size": args.batch_size,
             "threads": threads, "runs": args.runs, "median_s": median,
             "images_per_s": ips, "times_s": times,
         });
+        if let Some((rows, total)) = &profile {
+            v["profile"] = rows
+                .iter()
+                .map(|(k, t)| serde_json::json!({"op": k, "seconds": t, "share": t / total}))
+                .collect();
+        }
         println!("{v}");
     } else {
         println!(
@@ -319,6 +338,15 @@ fn bench(args: &BenchArgs) -> Result<()> {
             args.runs,
             median * 1e3
         );
+        if let Some((rows, total)) = &profile {
+            println!(
+                "\nwhere the time goes (one more run, {:.1} ms):",
+                total * 1e3
+            );
+            for (k, t) in rows {
+                println!("  {k:<22} {:>8.2} ms {:>5.1}%", t * 1e3, 100.0 * t / total);
+            }
+        }
     }
     Ok(())
 }

@@ -192,11 +192,25 @@ fn bench_reports_images_per_second() {
         "2",
         "--format",
         "json",
+        "--profile",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(v["images_per_s"].as_f64().is_some_and(|x| x > 0.0));
     assert_eq!(v["arch"], "tresnet_m");
+    let profile = v["profile"].as_array().expect("profile rows");
+    let ops: Vec<&str> = profile.iter().filter_map(|r| r["op"].as_str()).collect();
+    for op in [
+        "conv 3x3: gemm",
+        "conv 1x1: gemm",
+        "blur",
+        "SE: gates",
+        "head",
+    ] {
+        assert!(ops.contains(&op), "profile should time {op}: {ops:?}");
+    }
+    let share: f64 = profile.iter().filter_map(|r| r["share"].as_f64()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "shares sum to {share}");
     let out = cli(&["bench", "--arch", "resnet50"]);
     assert!(stderr(&out).contains("unknown architecture"));
     let out = cli(&["bench", "--input-size", "30", "--runs", "1"]);

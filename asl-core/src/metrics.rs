@@ -218,7 +218,7 @@ impl MetricAccumulator {
     /// 1, 0 or -1 (ignored). On error nothing is added.
     pub fn push_slices(&mut self, scores: &[f32], labels: &[f32]) -> Result<(), AslError> {
         let c = self.num_classes;
-        if c == 0 || scores.len() % c != 0 || labels.len() != scores.len() {
+        if c == 0 || !scores.len().is_multiple_of(c) || labels.len() != scores.len() {
             return Err(AslError::Shape {
                 what: "metric batch",
                 expected: format!(

@@ -5,13 +5,15 @@
 //! safetensors and the ASL paper's original checkpoints, with the pretrained registry and the
 //! Hugging Face hub client.
 //!
-//! **Status:** the model's training path ([`TResNet`], built from a `VarBuilder` over timm-named
-//! weights, BatchNorm in eval or batch-statistics mode) matches timm on small configs of every
-//! block type. Still to come (issue 3 and 4): the folded-BN inference path, `.pth` conversion,
-//! our metadata format, the registry and the hub client. What this crate will not hold:
-//! datasets, augmentation and the training loop (those live in `asl-cli`'s library).
+//! **Status:** the training path ([`TResNet`], built from a `VarBuilder` over timm-named
+//! weights, BatchNorm in eval or batch-statistics mode) and the folded inference path (with a
+//! CPU f32 engine, `infer.rs`) match timm; weight files (timm safetensors, the paper's `.pth`,
+//! our metadata format) load and convert. Still to come (issue 4): the registry and the hub
+//! client. What this crate will not hold: datasets, augmentation and the training loop (those
+//! live in `asl-cli`'s library).
 
 pub mod classes;
+mod infer;
 pub mod model;
 pub mod ops;
 pub mod weights;

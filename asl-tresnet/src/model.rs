@@ -7,7 +7,7 @@
 //! BatchNorm layers that run on batch statistics (and update their running statistics) when
 //! `train` is true, differentiable end to end. See `shared/spec/tresnet.md` for the architecture.
 
-use candle_core::{Module, ModuleT, Result, Tensor, D};
+use candle_core::{DType, Module, ModuleT, Result, Tensor, D};
 use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
 
 /// LeakyReLU slope of the stem (PyTorch's default).
@@ -105,8 +105,6 @@ struct ConvBn {
     conv: Conv2d,
     /// `None` once folded into `conv` (inference path).
     bn: Option<BatchNorm>,
-    /// The folded bias as f32 values, for the fused inference convolution.
-    bias_f32: Option<Vec<f32>>,
     slope: Option<f64>,
     blur: bool,
 }
@@ -127,24 +125,12 @@ impl ConvBn {
         Ok(ConvBn {
             conv: candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb.pp("conv"))?,
             bn: Some(candle_nn::batch_norm(c_out, BN_EPS, vb.pp("bn"))?),
-            bias_f32: None,
             slope,
             blur,
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if let (None, Some(bias)) = (&self.bn, &self.bias_f32) {
-            // Inference path, f32: matrix-product convolution with bias and activation fused.
-            if x.dtype() == candle_core::DType::F32 && x.device().is_cpu() {
-                let y = crate::ops::conv_bias_act(x, self.conv.weight(), bias, self.slope)?;
-                return if self.blur {
-                    crate::ops::blur_pool_fused(&y)
-                } else {
-                    Ok(y)
-                };
-            }
-        }
         let x = self.conv.forward(x)?;
         let x = match &self.bn {
             Some(bn) => bn.forward_t(&x, train)?,
@@ -173,17 +159,20 @@ impl ConvBn {
             conv.bias().map(|b| b.detach()),
             *conv.config(),
         );
-        let bias_f32 = match conv.bias() {
-            Some(b) => Some(b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?),
-            None => None,
-        };
         Ok(ConvBn {
             conv,
             bn: None,
-            bias_f32,
             slope: self.slope,
             blur: self.blur,
         })
+    }
+
+    /// This folded layer as a layer of the CPU f32 engine.
+    fn engine_layer(&self) -> Result<crate::infer::ConvLayer> {
+        let bias = self.conv.bias().ok_or_else(|| {
+            candle_core::Error::Msg("inference engine: the layer is not folded".into())
+        })?;
+        crate::infer::ConvLayer::new(self.conv.weight(), bias, self.slope, self.blur)
     }
 }
 
@@ -289,7 +278,30 @@ impl SqueezeExcite {
     }
 }
 
+impl SqueezeExcite {
+    fn engine_layer(&self) -> Result<crate::infer::SeLayer> {
+        let bias = |c: &Conv2d| {
+            c.bias()
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg("SE convolution without bias".into()))
+        };
+        crate::infer::SeLayer::new(
+            self.fc1.weight(),
+            &bias(&self.fc1)?,
+            self.fc2.weight(),
+            &bias(&self.fc2)?,
+        )
+    }
+}
+
 impl Downsample {
+    fn engine_layer(&self) -> Result<crate::infer::Shortcut> {
+        Ok(crate::infer::Shortcut {
+            pool: self.pool,
+            conv: self.conv.engine_layer()?,
+        })
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if self.pool {
             self.conv.forward_t(&avg_pool_2x2_ceil(x)?, train)
@@ -356,6 +368,27 @@ impl Block {
         })
     }
 
+    fn engine_block(&self) -> Result<crate::infer::EngineBlock> {
+        use crate::infer::EngineBlock;
+        let se = |s: &Option<SqueezeExcite>| s.as_ref().map(|s| s.engine_layer()).transpose();
+        let ds = |d: &Option<Downsample>| d.as_ref().map(|d| d.engine_layer()).transpose();
+        Ok(match self {
+            Block::Basic(b) => EngineBlock::Basic {
+                conv1: b.conv1.engine_layer()?,
+                conv2: b.conv2.engine_layer()?,
+                se: se(&b.se)?,
+                downsample: ds(&b.downsample)?,
+            },
+            Block::Bottleneck(b) => EngineBlock::Bottleneck {
+                conv1: b.conv1.engine_layer()?,
+                conv2: b.conv2.engine_layer()?,
+                se: se(&b.se)?,
+                conv3: b.conv3.engine_layer()?,
+                downsample: ds(&b.downsample)?,
+            },
+        })
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (out, downsample) = match self {
             Block::Basic(b) => {
@@ -396,6 +429,8 @@ pub struct TResNet {
     stem: ConvBn,
     stages: Vec<Vec<Block>>,
     head: Head,
+    /// The CPU f32 engine of the inference path (f32 weights on the CPU only).
+    pub(crate) engine: Option<std::sync::Arc<crate::infer::Engine>>,
 }
 
 impl TResNet {
@@ -508,6 +543,7 @@ impl TResNet {
             stem,
             stages,
             head,
+            engine: None,
         })
     }
 
@@ -517,17 +553,36 @@ impl TResNet {
 
     /// The inference path: every BatchNorm folded into its convolution (eval statistics), all
     /// weights plain tensors outside any autograd graph, the blur done by a fused one-pass op.
-    /// `forward_t(x, true)` is refused on the result.
+    /// With f32 weights on the CPU the backbone runs on the CPU engine (`infer.rs`: channel-major
+    /// activations, tiled im2col + gemm with fused epilogues), which then holds the only copy of
+    /// the folded backbone weights. `forward_t(x, true)` is refused on the result.
     pub fn into_inference(self) -> Result<Self> {
         let detach_linear =
             |l: &Linear| Linear::new(l.weight().detach(), l.bias().map(|b| b.detach()));
+        let stem = self.stem.folded()?;
+        let stages = self
+            .stages
+            .iter()
+            .map(|s| s.iter().map(Block::folded).collect::<Result<Vec<_>>>())
+            .collect::<Result<Vec<_>>>()?;
+        let weight = stem.conv.weight();
+        let engine = if weight.dtype() == DType::F32 && weight.device().is_cpu() {
+            Some(std::sync::Arc::new(crate::infer::Engine {
+                stem: stem.engine_layer()?,
+                blocks: stages
+                    .iter()
+                    .flatten()
+                    .map(Block::engine_block)
+                    .collect::<Result<_>>()?,
+            }))
+        } else {
+            None
+        };
+        // The engine holds its own copy of the folded weights: drop candle's.
+        let stages = if engine.is_some() { Vec::new() } else { stages };
         Ok(TResNet {
-            stem: self.stem.folded()?,
-            stages: self
-                .stages
-                .iter()
-                .map(|s| s.iter().map(Block::folded).collect::<Result<Vec<_>>>())
-                .collect::<Result<_>>()?,
+            stem,
+            stages,
             head: match &self.head {
                 Head::Linear(fc) => Head::Linear(detach_linear(fc)),
                 Head::Bottleneck { embedding, fc } => Head::Bottleneck {
@@ -536,6 +591,7 @@ impl TResNet {
                 },
             },
             cfg: self.cfg,
+            engine,
         })
     }
 
@@ -550,8 +606,8 @@ impl TResNet {
         let dims = x.dims();
         let ok = dims.len() == 4
             && dims[1] == 3
-            && dims[2] % 4 == 0
-            && dims[3] % 4 == 0
+            && dims[2].is_multiple_of(4)
+            && dims[3].is_multiple_of(4)
             && dims[2] >= MIN_INPUT_SIDE
             && dims[3] >= MIN_INPUT_SIDE
             && x.dtype().is_float();
@@ -575,6 +631,12 @@ impl TResNet {
                 "this TResNet is the folded inference path: it cannot run in training mode"
             );
         }
+        if let Some(engine) = &self.engine {
+            // (train is false here: checked above)
+            return Ok(engine
+                .features(&x.to_device(&candle_core::Device::Cpu)?, false)?
+                .0);
+        }
         let mut x = self.stem.forward_t(&space_to_depth(x)?, train)?;
         for stage in &self.stages {
             for block in stage {
@@ -587,10 +649,37 @@ impl TResNet {
     /// Logits `[N, num_classes]`. Input: RGB in [0, 1] (pixels / 255, no normalisation).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let f = self.features_t(x, train)?;
+        self.head_forward(&f)
+    }
+
+    fn head_forward(&self, f: &Tensor) -> Result<Tensor> {
         match &self.head {
-            Head::Linear(fc) => fc.forward(&f),
-            Head::Bottleneck { embedding, fc } => fc.forward(&embedding.forward(&f)?),
+            Head::Linear(fc) => fc.forward(f),
+            Head::Bottleneck { embedding, fc } => fc.forward(&embedding.forward(f)?),
         }
+    }
+
+    /// Logits of the CPU f32 inference path with the time spent in each kind of layer
+    /// (convolution products, im2col, bias + activation, blur, SE, residual, pooling, head):
+    /// where the time goes, for `asl-cli bench --profile`. Only for a model from
+    /// [`Self::into_inference`] with f32 weights.
+    pub fn forward_profiled(
+        &self,
+        x: &Tensor,
+    ) -> Result<(Tensor, Vec<(&'static str, std::time::Duration)>)> {
+        Self::check_input(x)?;
+        let engine = self.engine.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "profiling needs the CPU f32 inference path (TResNet::into_inference on f32 \
+                 weights)"
+                    .into(),
+            )
+        })?;
+        let (f, mut times) = engine.features(&x.to_device(&candle_core::Device::Cpu)?, true)?;
+        let start = std::time::Instant::now();
+        let logits = self.head_forward(&f)?;
+        times.push(("head", start.elapsed()));
+        Ok((logits, times))
     }
 }
 
