@@ -5,11 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use asl_tresnet::pretrained::{describe, file_hints, Settings};
+use asl_tresnet::registry::Activation;
 use asl_tresnet::weights::{
     config_for_tensors, load_weights, save_safetensors, ModelMetadata, ResizeMode, SourceFormat,
 };
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
+
+mod infer;
 
 #[derive(Parser)]
 #[command(
@@ -17,8 +21,9 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Multi-label image classification with the Asymmetric Loss (ASL) and TResNet",
     long_about = "Multi-label image classification with the Asymmetric Loss (ASL) and TResNet.\n\n\
-                  Available now: `convert`, `bench`. Planned (not implemented yet): infer, validate, \
-                  train, models, demo."
+                  Available now: `infer`, `models`, `convert`, `bench`. Planned (not implemented \
+                  yet): validate, train, demo.\n\n\
+                  Example: asl-cli infer --model tresnet_l-coco photo.jpg"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,14 +36,16 @@ enum Command {
     /// asl-rs safetensors file: timm naming plus metadata (architecture, classes, input size,
     /// resize mode, threshold, source).
     Convert(ConvertArgs),
-    /// (planned) Label images with a pretrained or fine-tuned model.
-    Infer(Planned),
+    /// Label images with a pretrained or fine-tuned model: a registry name (see `models`), a
+    /// local file or a hub repo. Example: asl-cli infer --model tresnet_l-coco photo.jpg
+    Infer(infer::InferArgs),
     /// (planned) mAP and CP/CR/CF1/OP/OR/OF1 of a model on a labelled dataset.
     Validate(Planned),
     /// (planned) Fine-tune a TResNet with ASL on your own multi-label data.
     Train(Planned),
-    /// (planned) List the pretrained registry.
-    Models(Planned),
+    /// List the pretrained registry: every name `--model` accepts, with its dataset, classes,
+    /// input size, reported accuracy, hub repo and whether that repo is public today.
+    Models(ModelsArgs),
     /// Measure the inference path's speed on this machine (random weights, eval, fp32): images
     /// per second, warm-up excluded, median of several runs.
     Bench(BenchArgs),
@@ -50,6 +57,13 @@ enum Command {
 struct Planned {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     rest: Vec<String>,
+}
+
+#[derive(Args)]
+struct ModelsArgs {
+    /// Output format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    format: String,
 }
 
 #[derive(Args)]
@@ -104,9 +118,14 @@ struct ConvertArgs {
     /// crop_pct 0.875). Default: squish for .pth, crop for timm safetensors.
     #[arg(long, value_parser = ["squish", "crop"])]
     resize: Option<String>,
-    /// Default decision threshold on sigmoid scores (the ASL reference infers at 0.7).
+    /// Default decision threshold on the scores (the ASL reference infers at 0.7).
     #[arg(long)]
     threshold: Option<f64>,
+    /// How scores are read: sigmoid (multi-label, the ASL models) or softmax (single-label,
+    /// timm's ImageNet models). Default: the input's metadata, else softmax for timm
+    /// safetensors and sigmoid for .pth.
+    #[arg(long, value_parser = ["sigmoid", "softmax"])]
+    activation: Option<String>,
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     force: bool,
@@ -147,62 +166,48 @@ fn convert(args: &ConvertArgs) -> Result<()> {
     }
     let loaded = load_weights(&args.input, &Device::Cpu)
         .with_context(|| format!("reading {}", args.input.display()))?;
-    let (arch, cfg) = config_for_tensors(&loaded.tensors, args.arch.as_deref())
+    let (arch, _) = config_for_tensors(&loaded.tensors, args.arch.as_deref())
         .with_context(|| format!("checking {}", args.input.display()))?;
-    let k = cfg.num_classes;
-    let previous = loaded.metadata.clone();
-    let names = match (&args.classes, &loaded.pth_class_names, &previous) {
-        (Some(spec), _, _) => class_names(spec, k)?,
-        (None, Some(names), _) if names.len() == k => names.clone(),
-        (None, _, Some(m)) if m.class_names.len() == k => m.class_names.clone(),
-        _ => (0..k).map(|i| format!("class_{i}")).collect(),
+    let k = asl_tresnet::weights::head_from_tensors(&loaded.tensors)?.0;
+    let explicit = Settings {
+        arch: args.arch.clone(),
+        class_names: args
+            .classes
+            .as_deref()
+            .map(|spec| class_names(spec, k))
+            .transpose()?,
+        input_size: args.input_size,
+        resize: args.resize.as_deref().map(|r| match r {
+            "squish" => ResizeMode::Squish,
+            _ => ResizeMode::Crop { crop_pct: 0.875 },
+        }),
+        threshold: args.threshold,
+        activation: args.activation.as_deref().and_then(Activation::parse),
     };
-    if let Some(n) = loaded.pth_num_classes {
-        if n != k {
-            bail!("the checkpoint says num_classes = {n} but its classifier has {k} outputs");
-        }
-    }
-    let input_size = args
-        .input_size
-        .or(previous.as_ref().map(|m| m.input_size))
-        .unwrap_or(if arch == "tresnet_m" { 224 } else { 448 });
-    let resize = match args.resize.as_deref() {
-        Some("squish") => ResizeMode::Squish,
-        Some(_) => ResizeMode::Crop { crop_pct: 0.875 },
-        None => match (&previous, loaded.format) {
-            (Some(m), _) => m.resize,
-            (None, SourceFormat::TimmSafetensors) => ResizeMode::Crop { crop_pct: 0.875 },
-            (None, _) => ResizeMode::Squish,
-        },
+    // A paper checkpoint under its original name gets its registry entry's settings; otherwise
+    // the model zoo's sizes (224 for tresnet_m, 448 for the others); timm files are ImageNet
+    // classifiers (centre crop, softmax).
+    let timm = loaded.format == SourceFormat::TimmSafetensors;
+    let fallback = Settings {
+        input_size: Some(if arch == "tresnet_m" { 224 } else { 448 }),
+        resize: timm.then_some(ResizeMode::Crop { crop_pct: 0.875 }),
+        activation: timm.then_some(Activation::Softmax),
+        ..Settings::default()
     };
-    let threshold = args
-        .threshold
-        .or(previous.as_ref().map(|m| m.threshold))
-        .unwrap_or(0.7);
-    if !(0.0..=1.0).contains(&threshold) {
-        bail!("--threshold must be in [0, 1], got {threshold}");
-    }
+    let hints = file_hints(&args.input).or(fallback);
     let file_name = args
         .input
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let source = match (&previous, loaded.format) {
-        (Some(m), _) => m.source.clone(), // already converted: keep where it came from
-        (None, SourceFormat::OriginalPth) => {
+    let source = match loaded.format {
+        SourceFormat::OriginalPth => {
             format!("{file_name} (original ASL .pth, InPlaceABN gammas converted)")
         }
-        (None, _) => format!("{file_name} (timm safetensors)"),
+        _ => format!("{file_name} (timm safetensors)"),
     };
-    let meta = ModelMetadata {
-        arch: arch.clone(),
-        num_classes: k,
-        class_names: names,
-        input_size,
-        resize,
-        threshold,
-        source,
-    };
+    let (_, meta) = describe(&loaded, &explicit, &hints, &source)
+        .with_context(|| format!("checking {}", args.input.display()))?;
     let tensors: std::collections::HashMap<_, _> = loaded
         .tensors
         .into_iter()
@@ -235,6 +240,7 @@ fn report(
             "input": args.input, "input_format": format, "output": out, "bytes": bytes,
             "tensors": n, "arch": meta.arch, "num_classes": meta.num_classes,
             "input_size": meta.input_size, "resize": resize, "threshold": meta.threshold,
+            "activation": meta.activation.name(),
             "first_classes": meta.class_names.iter().take(5).collect::<Vec<_>>(),
         });
         println!("{v}");
@@ -247,7 +253,7 @@ fn report(
             .collect();
         println!(
             "wrote {} ({:.1} MB, {n} tensors)\n  from: {} ({format})\n  arch: {}, {} classes ({}{})\n  \
-             input: {} px, resize {resize}, threshold {}",
+             input: {} px, resize {resize}, threshold {} on {} scores",
             out.display(),
             bytes as f64 / 1e6,
             args.input.display(),
@@ -256,7 +262,8 @@ fn report(
             first.join(", "),
             if meta.num_classes > 5 { ", ..." } else { "" },
             meta.input_size,
-            meta.threshold
+            meta.threshold,
+            meta.activation.name()
         );
     }
     Ok(())
@@ -351,6 +358,56 @@ fn bench(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+fn models(args: &ModelsArgs) -> Result<()> {
+    use asl_tresnet::registry::REGISTRY;
+    let resize = |r: ResizeMode| match r {
+        ResizeMode::Squish => "squish".to_string(),
+        ResizeMode::Crop { crop_pct } => format!("crop {crop_pct}"),
+    };
+    if args.format == "json" {
+        let rows: Vec<_> = REGISTRY
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name, "arch": p.arch, "dataset": p.dataset,
+                    "classes": p.classes, "num_classes": p.num_classes,
+                    "input_size": p.input_size, "resize": resize(p.resize),
+                    "activation": p.activation.name(), "threshold": p.threshold,
+                    "reported": {"metric": p.reported.metric, "value": p.reported.value,
+                                 "source": p.reported.source},
+                    "repo": p.repo(), "file": p.file, "license": p.license,
+                    "public": p.public, "original_file": p.original_file,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<16} {:>7} {:>5} {:<10} {:>12}  {:<7} repo",
+        "name", "dataset", "classes", "size", "resize", "reported", "public"
+    );
+    for p in REGISTRY {
+        println!(
+            "{:<32} {:<16} {:>7} {:>5} {:<10} {:>12}  {:<7} {}",
+            p.name,
+            p.dataset,
+            p.num_classes,
+            p.input_size,
+            resize(p.resize),
+            format!("{} {:.1}", p.reported.metric, p.reported.value),
+            if p.public { "yes" } else { "no" },
+            p.repo()
+        );
+    }
+    println!(
+        "\nRepos marked `no` do not exist on the hub yet: convert the paper's checkpoint with \
+         `asl-cli convert` and upload it (see the README), or set {}=YOUR_ORG.",
+        asl_tresnet::registry::ORG_ENV
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Bench(BenchArgs {
@@ -363,10 +420,16 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Convert(args) => convert(args),
         Command::Bench(args) => bench(args),
+        Command::Models(args) => models(args),
+        Command::Infer(args) => match infer::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         _ => {
             eprintln!(
                 "asl-cli: this command is not available yet in this version; see `asl-cli --help` \
-                 (available now: convert, bench)."
+                 (available now: infer, models, convert, bench)."
             );
             return ExitCode::from(2);
         }

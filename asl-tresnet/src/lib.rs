@@ -13,9 +13,12 @@
 //! live in `asl-cli`'s library).
 
 pub mod classes;
+pub mod hub;
 mod infer;
 pub mod model;
 pub mod ops;
+pub mod pretrained;
+pub mod registry;
 pub mod weights;
 
 pub use asl_core;

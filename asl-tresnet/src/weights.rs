@@ -12,6 +12,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
 use crate::model::{HeadKind, TResNet, TResNetConfig};
+use crate::registry::Activation;
 
 /// The header key that marks a file as the project's own format, and its version.
 pub const FORMAT_KEY: &str = "asl.format";
@@ -56,8 +57,11 @@ pub struct ModelMetadata {
     pub class_names: Vec<String>,
     pub input_size: usize,
     pub resize: ResizeMode,
-    /// Default decision threshold on sigmoid scores.
+    /// Default decision threshold on the scores.
     pub threshold: f64,
+    /// How scores are read from the logits (header key `asl.activation`; files without it are
+    /// multi-label: sigmoid).
+    pub activation: Activation,
     /// Where the weights came from (file name and format), so a file is never converted twice.
     pub source: String,
 }
@@ -80,6 +84,7 @@ impl ModelMetadata {
             ("asl.input_size".into(), self.input_size.to_string()),
             ("asl.resize".into(), resize),
             ("asl.threshold".into(), self.threshold.to_string()),
+            ("asl.activation".into(), self.activation.name().to_string()),
             ("asl.source".into(), self.source.clone()),
         ])
     }
@@ -117,6 +122,14 @@ impl ModelMetadata {
             input_size: num("asl.input_size")? as usize,
             resize,
             threshold: num("asl.threshold")?,
+            activation: match h.get("asl.activation") {
+                None => Activation::Sigmoid,
+                Some(a) => Activation::parse(a).ok_or_else(|| {
+                    user_error(format!(
+                        "metadata asl.activation: unknown activation {a:?} (sigmoid or softmax)"
+                    ))
+                })?,
+            },
             source: get("asl.source")?.clone(),
         }))
     }

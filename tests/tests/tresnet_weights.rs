@@ -128,6 +128,7 @@ fn own_format_round_trips_with_metadata() {
         input_size: 224,
         resize: ResizeMode::Crop { crop_pct: 0.875 },
         threshold: 0.7,
+        activation: asl_tresnet::registry::Activation::Softmax,
         source: "small_basic.weights.safetensors (timm safetensors)".into(),
     };
     let dir = std::env::temp_dir().join(format!("asl-weights-{}", std::process::id()));

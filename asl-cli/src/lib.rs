@@ -1,0 +1,6 @@
+//! # asl-cli (library)
+//!
+//! The parts of the command-line tool that other Rust code can reuse: image decoding and
+//! preprocessing ([`images`]).
+
+pub mod images;
