@@ -122,8 +122,8 @@ struct ConvertArgs {
     #[arg(long)]
     threshold: Option<f64>,
     /// How scores are read: sigmoid (multi-label, the ASL models) or softmax (single-label,
-    /// timm's ImageNet models). Default: the input's metadata, else softmax for timm
-    /// safetensors and sigmoid for .pth.
+    /// timm's ImageNet models). Default: the input's metadata, else softmax for a timm file
+    /// with ImageNet's 1000 or 11221 classes (which also get the ImageNet names), else sigmoid.
     #[arg(long, value_parser = ["sigmoid", "softmax"])]
     activation: Option<String>,
     /// Replace OUTPUT if it exists.
@@ -185,13 +185,21 @@ fn convert(args: &ConvertArgs) -> Result<()> {
         activation: args.activation.as_deref().and_then(Activation::parse),
     };
     // A paper checkpoint under its original name gets its registry entry's settings; otherwise
-    // the model zoo's sizes (224 for tresnet_m, 448 for the others); timm files are ImageNet
-    // classifiers (centre crop, softmax).
+    // the model zoo's sizes (224 for tresnet_m, 448 for the others); timm files are centre-crop
+    // models, and with ImageNet's 1000 or 11221 classes single-label (softmax) classifiers.
     let timm = loaded.format == SourceFormat::TimmSafetensors;
+    let imagenet = timm && (k == 1000 || k == 11221);
     let fallback = Settings {
         input_size: Some(if arch == "tresnet_m" { 224 } else { 448 }),
         resize: timm.then_some(ResizeMode::Crop { crop_pct: 0.875 }),
-        activation: timm.then_some(Activation::Softmax),
+        activation: imagenet.then_some(Activation::Softmax),
+        class_names: if k == 1000 && timm {
+            asl_tresnet::classes::builtin("imagenet-1k")
+        } else if k == 11221 && timm {
+            asl_tresnet::classes::builtin("imagenet-21k-p")
+        } else {
+            None
+        },
         ..Settings::default()
     };
     let hints = file_hints(&args.input).or(fallback);

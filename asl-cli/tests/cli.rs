@@ -102,6 +102,10 @@ fn convert_timm_safetensors_with_class_file() {
     assert_eq!(report["num_classes"], 3);
     assert_eq!(report["input_size"], 224);
     assert_eq!(report["input_format"], "timm safetensors");
+    assert_eq!(
+        report["activation"], "sigmoid",
+        "3 classes: not an ImageNet classifier"
+    );
     let back = load_weights(&output, &Device::Cpu).expect("load converted");
     assert_eq!(back.format, SourceFormat::AslSafetensors);
     let meta = back.metadata.expect("metadata");
@@ -122,6 +126,8 @@ fn convert_timm_safetensors_with_class_file() {
         again.to_str().unwrap(),
         "--threshold",
         "0.8",
+        "--activation",
+        "softmax",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let meta2 = load_weights(&again, &Device::Cpu)
@@ -131,6 +137,7 @@ fn convert_timm_safetensors_with_class_file() {
     assert_eq!(meta2.class_names, meta.class_names);
     assert_eq!(meta2.source, meta.source);
     assert_eq!(meta2.threshold, 0.8);
+    assert_eq!(meta2.activation, asl_tresnet::registry::Activation::Softmax);
     // Wrong class list length, wrong architecture.
     let out = cli(&["convert", i, "-o", o, "--force", "--classes", "coco"]);
     assert!(
