@@ -305,6 +305,14 @@ pub fn locate(source: &ModelSource, hub: &HubConfig) -> Result<(PathBuf, Setting
                 Err(HubError::NotFound { .. }) if !p.public => {
                     Err(user_error(unpublished_message(p, &repo)))
                 }
+                // Whatever else failed, say that the repo may not exist at all.
+                Err(e) if !p.public => Err(user_error(format!(
+                    "{e}\n(note: {} is not published by its authors; unless someone uploaded it \
+                     to {repo}, convert the original checkpoint: `asl-cli convert {} -o \
+                     model.safetensors`, then use --model ./model.safetensors)",
+                    p.name,
+                    p.original_file.unwrap_or("the original .pth")
+                ))),
                 Err(e) => Err(hub_error(e)),
             }
         }
