@@ -21,7 +21,7 @@
 //! Not for: augmentation (training transforms live with the training loop) or writing images
 //! other than through the `image` crate's own encoders.
 
-mod font;
+pub(crate) mod font;
 mod resample;
 
 use std::io::Cursor;

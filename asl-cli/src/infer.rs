@@ -88,7 +88,7 @@ struct Prediction {
     scores: Vec<f32>,
 }
 
-fn device(name: &str) -> Result<Device> {
+pub(crate) fn device(name: &str) -> Result<Device> {
     match name {
         "cuda" if cfg!(feature = "cuda") => Ok(Device::new_cuda(0)?),
         "cuda" => bail!(
@@ -161,22 +161,39 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A class list given on the command line: a built-in list's name or a file, one name per line.
+pub(crate) fn class_list(spec: &str) -> Result<Vec<String>> {
+    if let Some(list) = asl_tresnet::classes::builtin(spec) {
+        return Ok(list);
+    }
+    Ok(std::fs::read_to_string(spec)
+        .with_context(|| {
+            format!(
+                "--classes {spec:?} is neither a built-in list ({}) nor a readable file",
+                asl_tresnet::classes::BUILTIN.join(", ")
+            )
+        })?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 fn explicit_settings(args: &InferArgs) -> Result<Settings> {
-    let class_names = match &args.classes {
-        None => None,
-        Some(spec) => Some(match asl_tresnet::classes::builtin(spec) {
-            Some(list) => list,
-            None => std::fs::read_to_string(spec)
-                .with_context(|| {
-                    format!("--classes {spec:?} is neither a built-in list nor a readable file")
-                })?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect(),
-        }),
-    };
+    let class_names = args.classes.as_deref().map(class_list).transpose()?;
     Ok(Settings {
         arch: args.arch.clone(),
         class_names,
@@ -187,11 +204,12 @@ fn explicit_settings(args: &InferArgs) -> Result<Settings> {
         }),
         threshold: args.threshold,
         activation: None,
+        class_thresholds: None,
     })
 }
 
 /// Scores from logits `[N, K]`.
-fn scores(logits: &Tensor, activation: Activation) -> Result<Vec<Vec<f32>>> {
+pub(crate) fn scores(logits: &Tensor, activation: Activation) -> Result<Vec<Vec<f32>>> {
     let logits = logits.to_dtype(candle_core::DType::F32)?;
     let p = match activation {
         Activation::Sigmoid => candle_nn::ops::sigmoid(&logits)?,
@@ -200,15 +218,17 @@ fn scores(logits: &Tensor, activation: Activation) -> Result<Vec<Vec<f32>>> {
     Ok(p.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
 }
 
-/// The labels of one image: at or above the threshold, highest first, at most `top_k`.
-fn select(scores: &[f32], threshold: f64, top_k: Option<usize>) -> Vec<(usize, f32)> {
+/// The labels of one image: at or above their class's threshold, highest first, at most
+/// `top_k`.
+fn select(scores: &[f32], thresholds: &[f64], top_k: Option<usize>) -> Vec<(usize, f32)> {
     // compared in f32, so that a score printed as 0.7 passes --threshold 0.7
-    let threshold = threshold as f32;
     let mut idx: Vec<(usize, f32)> = scores
         .iter()
         .copied()
+        .zip(thresholds)
         .enumerate()
-        .filter(|(_, s)| *s >= threshold)
+        .filter(|(_, (s, &t))| *s >= t as f32)
+        .map(|(i, (s, _))| (i, s))
         .collect();
     idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     if let Some(k) = top_k {
@@ -217,7 +237,7 @@ fn select(scores: &[f32], threshold: f64, top_k: Option<usize>) -> Vec<(usize, f
     idx
 }
 
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -279,11 +299,18 @@ impl Printer<'_> {
                         .enumerate()
                         .max_by(|a, b| a.1.total_cmp(b.1));
                     match best {
-                        Some((i, s)) => writeln!(
-                            out,
-                            "  (no label at or above {}; best: {} {s:.3})",
-                            self.meta.threshold, names[i]
-                        )?,
+                        Some((i, s)) => match &self.meta.class_thresholds {
+                            Some(_) => writeln!(
+                                out,
+                                "  (no label at or above its calibrated threshold; best: {} {s:.3})",
+                                names[i]
+                            )?,
+                            None => writeln!(
+                                out,
+                                "  (no label at or above {}; best: {} {s:.3})",
+                                self.meta.threshold, names[i]
+                            )?,
+                        },
                         None => writeln!(out, "  (no classes)")?,
                     }
                 }
@@ -336,6 +363,10 @@ pub fn run(args: &InferArgs) -> Result<bool> {
     let loaded = load_model(&source, &explicit_settings(args)?, &hub, &device)?;
     let meta = &loaded.metadata;
     let size = meta.input_size;
+    let thresholds = meta
+        .class_thresholds
+        .clone()
+        .unwrap_or_else(|| vec![meta.threshold; meta.num_classes]);
     let top_k = args.top_k.or(match meta.activation {
         Activation::Softmax => Some(5),
         Activation::Sigmoid => None,
@@ -344,13 +375,7 @@ pub fn run(args: &InferArgs) -> Result<bool> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating --annotate directory {}", dir.display()))?;
     }
-    let progress = indicatif::ProgressBar::new(paths.len() as u64);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} images, {per_sec}, eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let progress = progress_bar(paths.len() as u64);
     if paths.len() <= args.batch_size {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -398,7 +423,7 @@ pub fn run(args: &InferArgs) -> Result<bool> {
             for ((path, img), scores) in ok.into_iter().zip(scores(&logits, meta.activation)?) {
                 let p = Prediction {
                     image: path.display().to_string(),
-                    labels: select(&scores, meta.threshold, top_k),
+                    labels: select(&scores, &thresholds, top_k),
                     scores,
                 };
                 progress.suspend(|| printer.print(&mut out, &p))?;
@@ -435,12 +460,14 @@ mod tests {
     #[test]
     fn labels_are_thresholded_sorted_and_cut() {
         let s = [0.2, 0.9, 0.7, 0.95, 0.7];
-        assert_eq!(
-            select(&s, 0.7, None),
-            vec![(3, 0.95), (1, 0.9), (2, 0.7), (4, 0.7)]
-        );
-        assert_eq!(select(&s, 0.7, Some(2)), vec![(3, 0.95), (1, 0.9)]);
-        assert_eq!(select(&s, 0.99, None), vec![]);
+        let t = |v: f64| vec![v; 5];
+        let all = vec![(3, 0.95), (1, 0.9), (2, 0.7), (4, 0.7)];
+        assert_eq!(select(&s, &t(0.7), None), all);
+        assert_eq!(select(&s, &t(0.7), Some(2)), vec![(3, 0.95), (1, 0.9)]);
+        assert_eq!(select(&s, &t(0.99), None), vec![]);
+        // per-class thresholds
+        let per = [0.1, 0.95, 0.5, 0.99, 0.7];
+        assert_eq!(select(&s, &per, None), vec![(2, 0.7), (4, 0.7), (0, 0.2)]);
     }
 
     #[test]

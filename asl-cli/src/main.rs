@@ -14,6 +14,34 @@ use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 
 mod infer;
+mod validate;
+
+/// Writes a file atomically: a temporary file in the same folder, synced, then renamed.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("writing {}: {e}", path.display())
+    })
+}
 
 #[derive(Parser)]
 #[command(
@@ -21,8 +49,8 @@ mod infer;
     version,
     about = "Multi-label image classification with the Asymmetric Loss (ASL) and TResNet",
     long_about = "Multi-label image classification with the Asymmetric Loss (ASL) and TResNet.\n\n\
-                  Available now: `infer`, `models`, `convert`, `bench`. Planned (not implemented \
-                  yet): validate, train, demo.\n\n\
+                  Available now: `infer`, `validate`, `models`, `convert`, `bench`. Planned (not \
+                  implemented yet): train, demo.\n\n\
                   Example: asl-cli infer --model tresnet_l-coco photo.jpg"
 )]
 struct Cli {
@@ -39,8 +67,10 @@ enum Command {
     /// Label images with a pretrained or fine-tuned model: a registry name (see `models`), a
     /// local file or a hub repo. Example: asl-cli infer --model tresnet_l-coco photo.jpg
     Infer(infer::InferArgs),
-    /// (planned) mAP and CP/CR/CF1/OP/OR/OF1 of a model on a labelled dataset.
-    Validate(Planned),
+    /// Evaluate a model on a labelled dataset (MS-COCO, Pascal VOC, CSV/TSV, JSON Lines): mAP as
+    /// the paper computes it, macro mAP, CP/CR/CF1/OP/OR/OF1 at a threshold; per-class table,
+    /// JSON report, plots, raw scores, per-class threshold calibration.
+    Validate(validate::ValidateArgs),
     /// (planned) Fine-tune a TResNet with ASL on your own multi-label data.
     Train(Planned),
     /// List the pretrained registry: every name `--model` accepts, with its dataset, classes,
@@ -183,6 +213,7 @@ fn convert(args: &ConvertArgs) -> Result<()> {
         }),
         threshold: args.threshold,
         activation: args.activation.as_deref().and_then(Activation::parse),
+        class_thresholds: None,
     };
     // A paper checkpoint under its original name gets its registry entry's settings; otherwise
     // the model zoo's sizes (224 for tresnet_m, 448 for the others); timm files are centre-crop
@@ -429,6 +460,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert(args),
         Command::Bench(args) => bench(args),
         Command::Models(args) => models(args),
+        Command::Validate(args) => validate::run(args),
         Command::Infer(args) => match infer::run(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
@@ -437,7 +469,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "asl-cli: this command is not available yet in this version; see `asl-cli --help` \
-                 (available now: infer, models, convert, bench)."
+                 (available now: infer, validate, models, convert, bench)."
             );
             return ExitCode::from(2);
         }

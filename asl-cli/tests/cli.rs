@@ -53,7 +53,7 @@ fn help_lists_the_commands() {
 
 #[test]
 fn planned_commands_fail_clearly() {
-    let out = cli(&["validate", "--data", "coco"]);
+    let out = cli(&["train", "--data", "coco"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("not available yet"));
     let out = cli(&["no-such-command"]);

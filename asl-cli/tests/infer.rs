@@ -94,6 +94,7 @@ fn asl_model(dir: &Path) -> PathBuf {
         resize: ResizeMode::Squish,
         threshold: 0.0,
         activation: Activation::Sigmoid,
+        class_thresholds: None,
         source: "random test weights".into(),
     };
     save_safetensors(&path, &weights(3), &meta).expect("write model");

@@ -122,6 +122,8 @@ pub struct ClassMetrics {
     pub true_positives: usize,
     pub false_positives: usize,
     pub false_negatives: usize,
+    /// The threshold of the counts below.
+    pub threshold: f64,
     /// Precision, recall and F1 at the threshold, percent (0 when undefined).
     pub precision: f64,
     pub recall: f64,
@@ -134,7 +136,8 @@ pub struct ClassMetrics {
 pub struct MetricsReport {
     pub num_samples: usize,
     pub num_classes: usize,
-    /// The threshold of the thresholded metrics.
+    /// The threshold of the thresholded metrics (NaN when each class had its own, see
+    /// [`ClassMetrics::threshold`]).
     pub threshold: f64,
     /// mAP as the paper computes it: every class counts, those without positives as AP 0.
     pub map: f64,
@@ -275,15 +278,84 @@ impl MetricAccumulator {
         Ok(self.push_slices(&flat(scores)?, &flat(labels)?)?)
     }
 
+    /// The non-ignored samples of class `k` and its number of positives.
+    fn column(&self, k: usize) -> (Vec<Ranked>, usize) {
+        let c = self.num_classes;
+        class_column(
+            self.scores.iter().skip(k).step_by(c),
+            self.labels.iter().skip(k).step_by(c),
+        )
+    }
+
     /// Computes every metric over the samples pushed so far.
     pub fn compute(&self, threshold: f64) -> MetricsReport {
+        self.compute_with(&vec![threshold; self.num_classes], threshold)
+    }
+
+    /// Computes every metric with a threshold per class (e.g. from [`Self::calibrate`]);
+    /// [`MetricsReport::threshold`] is then NaN. Panics unless there is one threshold per class.
+    pub fn compute_per_class(&self, thresholds: &[f64]) -> MetricsReport {
+        assert_eq!(
+            thresholds.len(),
+            self.num_classes,
+            "one threshold per class"
+        );
+        self.compute_with(thresholds, f64::NAN)
+    }
+
+    /// Per class, the threshold that maximises F1 on the samples pushed so far (`None` for a
+    /// class without positives, where every threshold gives F1 = 0). Sweeping the distinct scores
+    /// from the highest down, the best cut keeps the highest threshold among equal F1s and is put
+    /// halfway between the last score kept and the next lower one (so that it does not sit on a
+    /// training score), or at the last score when nothing is lower. With `score >= threshold`, the
+    /// returned threshold reproduces the best F1 on these samples exactly.
+    pub fn calibrate(&self) -> Vec<Option<f64>> {
+        (0..self.num_classes)
+            .into_par_iter()
+            .map(|k| {
+                let (mut items, npos) = self.column(k);
+                if npos == 0 {
+                    return None;
+                }
+                let key = |s: f32| if s == 0.0 { 0.0 } else { s as f64 };
+                items.sort_unstable_by(|a, b| key(b.0).total_cmp(&key(a.0)));
+                let groups: Vec<&[Ranked]> = items.chunk_by(|a, b| key(a.0) == key(b.0)).collect();
+                let (mut tp, mut fp) = (0usize, 0usize);
+                let mut best: Option<(f64, usize)> = None; // (F1, group index)
+                for (g, group) in groups.iter().enumerate() {
+                    let hits = group.iter().filter(|r| r.2).count();
+                    tp += hits;
+                    fp += group.len() - hits;
+                    let f = 2.0 * tp as f64 / (2 * tp + fp + (npos - tp)) as f64;
+                    if best.is_none_or(|(b, _)| f > b) {
+                        best = Some((f, g));
+                    }
+                }
+                let (_, g) = best?;
+                let kept = key(groups[g][0].0);
+                Some(match groups.get(g + 1) {
+                    Some(next) => {
+                        let mid = 0.5 * (kept + key(next[0].0));
+                        // halfway can round onto the lower score for adjacent floats
+                        if mid > key(next[0].0) {
+                            mid
+                        } else {
+                            kept
+                        }
+                    }
+                    None => kept,
+                })
+            })
+            .collect()
+    }
+
+    fn compute_with(&self, thresholds: &[f64], threshold: f64) -> MetricsReport {
         let (n, c) = (self.num_samples(), self.num_classes);
         let per_class: Vec<ClassMetrics> = (0..c)
             .into_par_iter()
             .map(|k| {
-                let col_scores = self.scores.iter().skip(k).step_by(c);
-                let col_labels = self.labels.iter().skip(k).step_by(c);
-                let (items, npos) = class_column(col_scores, col_labels);
+                let threshold = thresholds[k];
+                let (items, npos) = self.column(k);
                 let (mut tp, mut fp) = (0usize, 0usize);
                 for &(s, _, p) in &items {
                     if s as f64 >= threshold {
@@ -304,6 +376,7 @@ impl MetricAccumulator {
                     true_positives: tp,
                     false_positives: fp,
                     false_negatives: npos - tp,
+                    threshold,
                     precision: 100.0 * precision,
                     recall: 100.0 * recall,
                     f1: 100.0 * f1(precision, recall),

@@ -103,6 +103,8 @@ pub struct Settings {
     pub resize: Option<ResizeMode>,
     pub threshold: Option<f64>,
     pub activation: Option<Activation>,
+    /// Per-class thresholds (a calibrated model's metadata).
+    pub class_thresholds: Option<Vec<f64>>,
 }
 
 impl Settings {
@@ -115,6 +117,7 @@ impl Settings {
             resize: self.resize.or(other.resize),
             threshold: self.threshold.or(other.threshold),
             activation: self.activation.or(other.activation),
+            class_thresholds: self.class_thresholds.or(other.class_thresholds),
         }
     }
 
@@ -126,6 +129,7 @@ impl Settings {
             resize: Some(m.resize),
             threshold: Some(m.threshold),
             activation: Some(m.activation),
+            class_thresholds: m.class_thresholds.clone(),
         }
     }
 
@@ -137,6 +141,7 @@ impl Settings {
             resize: Some(p.resize),
             threshold: Some(p.threshold),
             activation: Some(p.activation),
+            class_thresholds: None,
         }
     }
 
@@ -184,6 +189,7 @@ impl Settings {
             resize,
             threshold: Some(0.0),
             activation: Some(Activation::Softmax),
+            class_thresholds: None,
         })
     }
 }
@@ -248,6 +254,11 @@ pub fn describe(
         Some(m) => m.source.clone(), // already converted: keep where it came from
         None => source.to_string(),
     };
+    // An explicit threshold replaces calibrated per-class ones.
+    let class_thresholds = match explicit.threshold {
+        Some(_) => None,
+        None => s.class_thresholds.filter(|t| t.len() == k),
+    };
     Ok((
         cfg,
         ModelMetadata {
@@ -258,6 +269,7 @@ pub fn describe(
             resize: s.resize.unwrap_or(ResizeMode::Squish),
             threshold,
             activation: s.activation.unwrap_or(Activation::Sigmoid),
+            class_thresholds,
             source,
         },
     ))

@@ -62,6 +62,9 @@ pub struct ModelMetadata {
     /// How scores are read from the logits (header key `asl.activation`; files without it are
     /// multi-label: sigmoid).
     pub activation: Activation,
+    /// Per-class decision thresholds (`asl-cli validate --calibrate`), used instead of
+    /// `threshold` when present (header key `asl.class_thresholds`, optional).
+    pub class_thresholds: Option<Vec<f64>>,
     /// Where the weights came from (file name and format), so a file is never converted twice.
     pub source: String,
 }
@@ -73,7 +76,7 @@ impl ModelMetadata {
             ResizeMode::Squish => "squish".to_string(),
             ResizeMode::Crop { crop_pct } => format!("crop:{crop_pct}"),
         };
-        HashMap::from([
+        let mut header = HashMap::from([
             (FORMAT_KEY.to_string(), FORMAT_VERSION.to_string()),
             ("asl.arch".into(), self.arch.clone()),
             ("asl.num_classes".into(), self.num_classes.to_string()),
@@ -86,7 +89,14 @@ impl ModelMetadata {
             ("asl.threshold".into(), self.threshold.to_string()),
             ("asl.activation".into(), self.activation.name().to_string()),
             ("asl.source".into(), self.source.clone()),
-        ])
+        ]);
+        if let Some(t) = &self.class_thresholds {
+            header.insert(
+                "asl.class_thresholds".into(),
+                serde_json::to_string(t).unwrap_or_else(|_| "[]".into()),
+            );
+        }
+        header
     }
 
     /// Reads the header entries back; `None` when the file is not in the project's format.
@@ -129,6 +139,21 @@ impl ModelMetadata {
                         "metadata asl.activation: unknown activation {a:?} (sigmoid or softmax)"
                     ))
                 })?,
+            },
+            class_thresholds: match h.get("asl.class_thresholds") {
+                None => None,
+                Some(t) => {
+                    let t: Vec<f64> = serde_json::from_str(t)
+                        .map_err(|e| user_error(format!("metadata asl.class_thresholds: {e}")))?;
+                    let k = num("asl.num_classes")? as usize;
+                    if t.len() != k || t.iter().any(|v| !(0.0..=1.0).contains(v)) {
+                        return Err(user_error(format!(
+                            "metadata asl.class_thresholds: expected {k} values in [0, 1], got {}",
+                            t.len()
+                        )));
+                    }
+                    Some(t)
+                }
             },
             source: get("asl.source")?.clone(),
         }))

@@ -129,6 +129,7 @@ fn own_format_round_trips_with_metadata() {
         resize: ResizeMode::Crop { crop_pct: 0.875 },
         threshold: 0.7,
         activation: asl_tresnet::registry::Activation::Softmax,
+        class_thresholds: Some((0..7).map(|i| i as f64 / 10.0).collect()),
         source: "small_basic.weights.safetensors (timm safetensors)".into(),
     };
     let dir = std::env::temp_dir().join(format!("asl-weights-{}", std::process::id()));

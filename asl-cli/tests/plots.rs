@@ -1,0 +1,607 @@
+//! Tests of `asl_cli::plots`: precision-recall points against hand-computed values and against
+//! `asl_core::metrics::average_precision`, the charts' sizes and content (measured in pixels),
+//! degenerate input, and atomic PNG writing.
+
+use std::collections::HashMap;
+
+use asl_cli::plots::{bar_chart, line_chart, pr_curve, save_png, Series, BAR_CHART_MAX_ROWS};
+use asl_core::metrics::average_precision;
+use image::{Rgb, RgbImage};
+
+const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
+
+fn series(name: &str, points: Vec<(f64, f64)>) -> Series {
+    Series {
+        name: name.to_string(),
+        points,
+    }
+}
+
+/// A colour, not a grey (text, axes, grid and background are greys).
+fn coloured(p: &Rgb<u8>) -> bool {
+    let (max, min) = (p.0.iter().max().unwrap(), p.0.iter().min().unwrap());
+    max - min > 60
+}
+
+fn count_coloured(img: &RgbImage) -> usize {
+    img.pixels().filter(|p| coloured(p)).count()
+}
+
+/// The most frequent non-grey colour among rows `y0..y1`.
+fn dominant_colour(img: &RgbImage, y0: u32, y1: u32) -> Option<Rgb<u8>> {
+    let mut counts: HashMap<[u8; 3], usize> = HashMap::new();
+    for y in y0..y1 {
+        for x in 0..img.width() {
+            let p = img.get_pixel(x, y);
+            if coloured(p) {
+                *counts.entry(p.0).or_default() += 1;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(c, n)| (n, c))
+        .map(|(c, _)| Rgb(c))
+}
+
+/// Horizontal bands of consecutive rows holding coloured pixels: for each, the largest number of
+/// coloured pixels in one of its rows (the bar's length in pixels).
+fn bar_lengths(img: &RgbImage) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut current: Option<usize> = None;
+    for y in 0..img.height() {
+        let n = (0..img.width())
+            .filter(|&x| coloured(img.get_pixel(x, y)))
+            .count();
+        match (n > 0, current) {
+            (true, c) => current = Some(c.unwrap_or(0).max(n)),
+            (false, Some(c)) => {
+                out.push(c);
+                current = None;
+            }
+            (false, None) => {}
+        }
+    }
+    out.extend(current);
+    out
+}
+
+/// A deterministic pseudo-random sequence in [0, 1).
+fn lcg(seed: u64) -> impl FnMut() -> f64 {
+    let mut s = seed;
+    move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn assert_points(got: &[(f64, f64)], want: &[(f64, f64)]) {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g.0 - w.0).abs() < 1e-12 && (g.1 - w.1).abs() < 1e-12,
+            "{got:?} vs {want:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// pr_curve
+
+#[test]
+fn pr_curve_hand_computed() {
+    // Ranking 0.9 (pos), 0.8 (neg), 0.7 (pos), 0.1 (neg).
+    let pts = pr_curve(&[0.7, 0.9, 0.1, 0.8], &[1, 1, 0, 0]);
+    assert_points(
+        &pts,
+        &[(0.5, 1.0), (0.5, 0.5), (1.0, 2.0 / 3.0), (1.0, 0.5)],
+    );
+}
+
+#[test]
+fn pr_curve_breaks_ties_by_descending_index() {
+    // 0.9 (index 3, pos) first, then the tied 0.5s from the last index down: 2 (neg), 1 (neg),
+    // 0 (pos).
+    let pts = pr_curve(&[0.5, 0.5, 0.5, 0.9], &[1, 0, 0, 1]);
+    assert_points(
+        &pts,
+        &[(0.5, 1.0), (0.5, 0.5), (0.5, 1.0 / 3.0), (1.0, 0.5)],
+    );
+    // -0.0 ties with 0.0 (so index 1 comes first), as in metrics.rs.
+    let pts = pr_curve(&[0.0, -0.0], &[1, 0]);
+    assert_points(&pts, &[(0.0, 0.0), (1.0, 0.5)]);
+}
+
+#[test]
+fn pr_curve_skips_ignored_samples() {
+    // Indices 0 and 2 are ignored: ranking 0.8 (pos), 0.6 (neg).
+    let pts = pr_curve(&[0.9, 0.8, 0.7, 0.6], &[-1, 1, -1, 0]);
+    assert_points(&pts, &[(1.0, 1.0), (1.0, 0.5)]);
+}
+
+#[test]
+fn pr_curve_is_empty_without_positives() {
+    assert!(pr_curve(&[0.9, 0.1], &[0, 0]).is_empty());
+    assert!(pr_curve(&[0.9, 0.1], &[-1, -1]).is_empty());
+    assert!(pr_curve(&[0.9, 0.1], &[0, -1]).is_empty());
+    assert!(pr_curve(&[], &[]).is_empty());
+    // A positive among ignored ones is enough.
+    assert_eq!(pr_curve(&[0.9, 0.1], &[-1, 1]).len(), 1);
+}
+
+#[test]
+fn pr_curve_matches_average_precision() {
+    // AP (paper) = (sum over the ranks holding a positive of precision) / (npos + 1e-8), which is
+    // the area under the step curve, sum (r_i - r_{i-1}) p_i: recall rises by 1/npos exactly at
+    // those ranks.
+    let mut rnd = lcg(7);
+    for trial in 0..40 {
+        let n = 1 + trial * 7;
+        // Quantised scores make many ties; some labels ignored.
+        let scores: Vec<f32> = (0..n).map(|_| (rnd() * 8.0).floor() as f32 / 8.0).collect();
+        let labels: Vec<i8> = (0..n)
+            .map(|_| match rnd() {
+                r if r < 0.3 => 1,
+                r if r < 0.9 => 0,
+                _ => -1,
+            })
+            .collect();
+        let pts = pr_curve(&scores, &labels);
+        let ap = average_precision(&scores, &labels);
+        let npos = labels.iter().filter(|&&l| l == 1).count();
+        if npos == 0 {
+            assert!(pts.is_empty());
+            continue;
+        }
+        assert_eq!(pts.len(), labels.iter().filter(|&&l| l >= 0).count());
+        let mut area = 0.0;
+        let mut prev_r = 0.0;
+        for &(r, p) in &pts {
+            assert!(r >= prev_r, "recall must not decrease");
+            area += (r - prev_r) * p;
+            prev_r = r;
+        }
+        assert!(
+            (prev_r - 1.0).abs() < 1e-12,
+            "the curve must end at recall 1"
+        );
+        let expected = ap * (npos as f64 + 1e-8) / npos as f64;
+        assert!(
+            (area - expected).abs() < 1e-9,
+            "trial {trial}: area {area} vs AP {ap}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// line_chart
+
+fn training_curves() -> Vec<Series> {
+    vec![
+        series(
+            "train loss",
+            (0..30)
+                .map(|e| (e as f64, 2.0 / (1.0 + e as f64)))
+                .collect(),
+        ),
+        series(
+            "val loss",
+            (0..30)
+                .map(|e| (e as f64, 2.2 / (1.0 + e as f64) + 0.1))
+                .collect(),
+        ),
+    ]
+}
+
+#[test]
+fn line_chart_has_its_size_and_draws_the_data() {
+    let img = line_chart("Loss", "epoch", "loss", &training_curves(), None, None);
+    assert_eq!(img.dimensions(), (960, 640));
+    let empty = line_chart("Loss", "epoch", "loss", &[], None, None);
+    assert_eq!(empty.dimensions(), (960, 640));
+    // The data is drawn in colour, the rest in greys.
+    assert_eq!(count_coloured(&empty), 0);
+    assert!(count_coloured(&img) > 1000, "{}", count_coloured(&img));
+    // Text, axes and grid are drawn even without data.
+    assert!(empty.pixels().any(|p| *p != WHITE));
+}
+
+#[test]
+fn line_chart_series_get_different_colours() {
+    // One flat series near the top, one near the bottom.
+    let s = vec![
+        series("high", vec![(0.0, 0.9), (1.0, 0.9)]),
+        series("low", vec![(0.0, 0.1), (1.0, 0.1)]),
+    ];
+    let img = line_chart("t", "x", "y", &s, Some((0.0, 1.0)), Some((0.0, 1.0)));
+    let h = img.height();
+    let top = dominant_colour(&img, 0, h / 2).expect("a coloured line at the top");
+    let bottom = dominant_colour(&img, h / 2, h).expect("a coloured line at the bottom");
+    assert_ne!(top, bottom);
+
+    // Many series: still distinct colours (legend cut to what fits, no panic).
+    let many: Vec<Series> = (0..40)
+        .map(|i| {
+            series(
+                &format!("s{i}"),
+                vec![(0.0, i as f64), (1.0, i as f64 + 0.5)],
+            )
+        })
+        .collect();
+    let img = line_chart("many", "x", "y", &many, None, None);
+    let mut colours: Vec<[u8; 3]> = img.pixels().filter(|p| coloured(p)).map(|p| p.0).collect();
+    colours.sort_unstable();
+    colours.dedup();
+    assert!(colours.len() >= 30, "{} colours", colours.len());
+}
+
+#[test]
+fn line_chart_ranges_come_from_the_data_unless_given() {
+    let s = vec![series(
+        "a",
+        (0..=10).map(|i| (i as f64, i as f64)).collect(),
+    )];
+    let auto = line_chart("t", "x", "y", &s, None, None);
+    // Only the part with x in [20, 30] would be visible: none of it.
+    let outside = line_chart("t", "x", "y", &s, Some((20.0, 30.0)), None);
+    assert!(count_coloured(&auto) > 500);
+    // Only the legend swatch is coloured.
+    assert!(
+        count_coloured(&outside) < 200,
+        "{}",
+        count_coloured(&outside)
+    );
+}
+
+#[test]
+fn line_chart_is_deterministic() {
+    let a = line_chart("Loss", "epoch", "loss", &training_curves(), None, None);
+    let b = line_chart("Loss", "epoch", "loss", &training_curves(), None, None);
+    assert!(a == b);
+}
+
+#[test]
+fn line_chart_handles_degenerate_input() {
+    let nan = f64::NAN;
+    let inf = f64::INFINITY;
+    type Range = Option<(f64, f64)>;
+    let cases: Vec<(Vec<Series>, Range, Range)> = vec![
+        (vec![], None, None),
+        (
+            vec![series("tiny", vec![(0.0, 1e-310), (1e-310, 2e-310)])],
+            None,
+            None,
+        ),
+        (vec![series("", vec![])], None, None),
+        (vec![series("one point", vec![(3.0, 4.0)])], None, None),
+        (
+            vec![series(
+                "nan",
+                vec![(nan, 1.0), (1.0, nan), (inf, 2.0), (2.0, -inf)],
+            )],
+            None,
+            None,
+        ),
+        (
+            vec![series("flat", vec![(0.0, 5.0), (1.0, 5.0), (2.0, 5.0)])],
+            None,
+            None,
+        ),
+        (
+            vec![series("same x", vec![(1.0, 0.0), (1.0, 1.0)])],
+            Some((1.0, 1.0)),
+            Some((0.5, 0.5)),
+        ),
+        (
+            vec![series("reversed", vec![(0.0, 0.0), (1.0, 1.0)])],
+            Some((1.0, 0.0)),
+            Some((nan, inf)),
+        ),
+        (
+            vec![series(
+                "huge",
+                vec![(-1e308, 1e308), (1e308, -1e308), (0.0, 1e-300)],
+            )],
+            None,
+            None,
+        ),
+        (
+            vec![series(
+                &"very long name ".repeat(20),
+                vec![(0.0, 1.0), (1.0, 0.0)],
+            )],
+            None,
+            None,
+        ),
+        (
+            vec![series("chat é 猫 \n\t", vec![(0.0, 1.0), (1.0, 0.0)])],
+            None,
+            None,
+        ),
+    ];
+    for (s, xr, yr) in cases {
+        let img = line_chart(&"a long title ".repeat(30), "", "", &s, xr, yr);
+        assert_eq!(img.dimensions(), (960, 640));
+    }
+    // A single point is drawn as a marker; a NaN between two points leaves both visible.
+    let one = line_chart("t", "x", "y", &[series("p", vec![(1.0, 1.0)])], None, None);
+    let legend_only = line_chart("t", "x", "y", &[series("p", vec![])], None, None);
+    assert!(count_coloured(&one) > count_coloured(&legend_only));
+    // A NaN point is skipped and breaks the line: less is drawn than without it, more than the
+    // two pieces' markers alone.
+    let line = |pts: Vec<(f64, f64)>| {
+        count_coloured(&line_chart("t", "x", "y", &[series("g", pts)], None, None))
+    };
+    let full = line(vec![(0.0, 0.0), (1.0, 1.0), (2.0, 2.0), (3.0, 3.0)]);
+    let gap = line(vec![
+        (0.0, 0.0),
+        (1.0, 1.0),
+        (nan, nan),
+        (2.0, 2.0),
+        (3.0, 3.0),
+    ]);
+    let dots = line(
+        vec![(0.0, 0.0), (1.0, 1.0), (2.0, 2.0), (3.0, 3.0)]
+            .into_iter()
+            .flat_map(|p| [p, (nan, nan)])
+            .collect(),
+    );
+    assert!(dots < gap && gap < full, "{dots} {gap} {full}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// bar_chart
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("class {i}")).collect()
+}
+
+#[test]
+fn bar_chart_longer_bar_for_larger_value() {
+    let img = bar_chart("AP", "AP (%)", &names(3), &[10.0, 90.0, 50.0], (0.0, 100.0));
+    assert_eq!(img.width(), 1000);
+    let bars = bar_lengths(&img);
+    assert_eq!(bars.len(), 3, "{bars:?}");
+    assert!(bars[0] < bars[2] && bars[2] < bars[1], "{bars:?}");
+    // Lengths are proportional to the values (within a pixel or two).
+    let ratio = bars[1] as f64 / bars[0] as f64;
+    assert!((ratio - 9.0).abs() < 0.3, "{bars:?}");
+}
+
+#[test]
+fn bar_chart_height_grows_with_the_bars_and_is_capped() {
+    let h = |n: usize| {
+        let values: Vec<f64> = (0..n).map(|i| i as f64 % 100.0).collect();
+        bar_chart("AP", "AP (%)", &names(n), &values, (0.0, 100.0)).height()
+    };
+    let (h10, h80, h100) = (h(10), h(80), h(100));
+    assert!(h10 < h80 && h80 < h100);
+    // The same height per extra bar.
+    assert_eq!((h80 - h10) / 70, (h100 - h80) / 20);
+    assert!(h100 < 2400, "{h100}");
+    // Beyond the cap: the cap plus one note line and one gap row.
+    let h1000 = h(1000);
+    assert!(h1000 > h100 && h1000 < h100 + 100, "{h1000} vs {h100}");
+    assert_eq!(h1000, h(5000));
+}
+
+#[test]
+fn bar_chart_beyond_the_cap_shows_highest_and_lowest() {
+    let n = 1000;
+    // Ascending values: the lowest block comes first (given order kept), then the highest.
+    let values: Vec<f64> = (0..n).map(|i| (i + 1) as f64 / 10.0).collect();
+    let img = bar_chart("AP", "AP (%)", &names(n), &values, (0.0, 100.0));
+    let bars = bar_lengths(&img);
+    assert_eq!(bars.len(), BAR_CHART_MAX_ROWS, "{bars:?}");
+    assert!(bars[..50].iter().all(|&b| b < 50), "{bars:?}");
+    assert!(bars[50..].iter().all(|&b| b > 600), "{bars:?}");
+
+    // Shuffled values: the shown bars are the 50 longest and 50 shortest.
+    let mut rnd = lcg(3);
+    let values: Vec<f64> = (0..n).map(|_| 1.0 + rnd() * 98.0).collect();
+    let img = bar_chart("AP", "AP (%)", &names(n), &values, (0.0, 100.0));
+    let mut shown = bar_lengths(&img);
+    assert_eq!(shown.len(), BAR_CHART_MAX_ROWS);
+    shown.sort_unstable();
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    let rel = |i: usize| shown[i] as f64 / shown[99] as f64;
+    // The 50th shortest shown is the 50th lowest value, the 51st the 50th highest.
+    assert!((rel(49) - sorted[49] / sorted[n - 1]).abs() < 0.01);
+    assert!((rel(50) - sorted[n - 50] / sorted[n - 1]).abs() < 0.01);
+}
+
+#[test]
+fn bar_chart_labels_are_cut_and_made_ascii() {
+    let values = [40.0, 60.0];
+    let render = |a: &str, b: &str| {
+        bar_chart(
+            "AP",
+            "AP (%)",
+            &[a.to_string(), b.to_string()],
+            &values,
+            (0.0, 100.0),
+        )
+    };
+    // A long name is cut to 27 characters and "...".
+    let long = "x".repeat(200);
+    let cut = format!("{}...", "x".repeat(27));
+    assert!(render(&long, "b") == render(&cut, "b"));
+    assert!(render(&long, "b") != render(&"x".repeat(30), "b"));
+    // Characters outside printable ASCII are drawn as '?'.
+    assert!(render("chat é", "猫") == render("chat ?", "?"));
+    // An empty name shows the index.
+    assert!(render("", "b") == render("#0", "b"));
+    assert!(render("", "b") != render("#1", "b"));
+}
+
+#[test]
+fn bar_chart_handles_degenerate_input() {
+    let nan = f64::NAN;
+    let inf = f64::INFINITY;
+    let empty = bar_chart("", "", &[], &[], (0.0, 100.0));
+    assert_eq!(empty.width(), 1000);
+    assert_eq!(count_coloured(&empty), 0);
+    for (values, range) in [
+        (vec![nan, inf, -inf, 50.0], (0.0, 100.0)),
+        (vec![5.0, 5.0, 5.0], (5.0, 5.0)),
+        (vec![1.0, 2.0], (nan, nan)),
+        (vec![1.0, 2.0], (100.0, 0.0)),
+        (vec![-50.0, 50.0, 150.0], (0.0, 100.0)),
+        (vec![1e308, -1e308], (-inf, inf)),
+        (vec![1e-310, 2e-310], (0.0, 3e-310)),
+    ] {
+        // Fewer names than values, one of them empty.
+        let img = bar_chart(&"t".repeat(500), "v", &[String::new()], &values, range);
+        assert_eq!(img.width(), 1000);
+        assert!(count_coloured(&img) > 0, "{values:?} {range:?}");
+    }
+    // Non-finite values get no bar.
+    let img = bar_chart("t", "v", &names(3), &[nan, 50.0, inf], (0.0, 100.0));
+    assert_eq!(bar_lengths(&img).len(), 1);
+}
+
+#[test]
+fn bar_chart_is_deterministic() {
+    let values: Vec<f64> = (0..80).map(|i| (i * 37 % 100) as f64).collect();
+    let a = bar_chart("AP", "AP (%)", &names(80), &values, (0.0, 100.0));
+    let b = bar_chart("AP", "AP (%)", &names(80), &values, (0.0, 100.0));
+    assert!(a == b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// save_png
+
+#[test]
+fn save_png_writes_a_readable_png_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new/sub dir/chart.png");
+    let img = line_chart("Loss", "epoch", "loss", &training_curves(), None, None);
+    save_png(&img, &path).unwrap();
+    let back = image::open(&path).unwrap().to_rgb8();
+    assert!(back == img);
+    // Overwriting replaces the file; no temporary file is left.
+    let bars = bar_chart("AP", "AP (%)", &names(3), &[1.0, 2.0, 3.0], (0.0, 3.0));
+    save_png(&bars, &path).unwrap();
+    assert!(image::open(&path).unwrap().to_rgb8() == bars);
+    let files: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, vec!["chart.png".to_string()]);
+    // The bytes are a PNG.
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn save_png_reports_errors_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = RgbImage::from_pixel(4, 4, WHITE);
+    // A directory where the file should be: the rename fails, the temporary file is removed.
+    let target = dir.path().join("taken");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    assert!(save_png(&img, &target).is_err());
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, vec!["taken".to_string()]);
+    // A parent that is a file.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(save_png(&img, &file.join("chart.png")).is_err());
+    // No file name.
+    assert!(save_png(&img, std::path::Path::new("/")).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Examples to look at: `cargo test -p asl-cli --test plots -- --ignored`, written to
+// $ASL_PLOTS_DEMO_DIR or /tmp/plots_demo.
+
+#[test]
+#[ignore = "writes example charts for people to look at"]
+fn write_demo_charts() {
+    let dir = std::env::var_os("ASL_PLOTS_DEMO_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/tmp/plots_demo"));
+    let coco = "person bicycle car motorcycle airplane bus train truck boat traffic_light \
+        fire_hydrant stop_sign parking_meter bench bird cat dog horse sheep cow elephant bear \
+        zebra giraffe backpack umbrella handbag tie suitcase frisbee skis snowboard sports_ball \
+        kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle wine_glass cup \
+        fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut \
+        cake chair couch potted_plant bed dining_table toilet tv laptop mouse remote keyboard \
+        cell_phone microwave oven toaster sink refrigerator book clock vase scissors teddy_bear \
+        hair_drier toothbrush";
+    let class_names: Vec<String> = coco
+        .split_whitespace()
+        .map(|s| s.replace('_', " "))
+        .collect();
+    assert_eq!(class_names.len(), 80);
+    let mut rnd = lcg(11);
+    let mut per_class: Vec<(String, f64)> = class_names
+        .iter()
+        .map(|n| (n.clone(), 45.0 + 54.0 * rnd().sqrt()))
+        .collect();
+    per_class.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let (n, v): (Vec<String>, Vec<f64>) = per_class.into_iter().unzip();
+    let bars = bar_chart(
+        "Per-class AP, MS-COCO val (mAP 86.6)",
+        "AP (%)",
+        &n,
+        &v,
+        (0.0, 100.0),
+    );
+    save_png(&bars, &dir.join("ap_per_class.png")).unwrap();
+    let many: Vec<f64> = (0..1000).map(|i| 100.0 - i as f64 / 10.0).collect();
+    let names1000: Vec<String> = (0..1000).map(|i| format!("imagenet class {i}")).collect();
+    let bars = bar_chart(
+        "Per-class AP, 1000 classes",
+        "AP (%)",
+        &names1000,
+        &many,
+        (0.0, 100.0),
+    );
+    save_png(&bars, &dir.join("ap_per_class_1000.png")).unwrap();
+
+    let mut curves = Vec::new();
+    for (name, skill) in [("person", 1.6), ("dog", 0.9), ("toothbrush", 0.4)] {
+        // 10 % positives; positives score higher by `skill` on average.
+        let labels: Vec<i8> = (0..2000).map(|_| i8::from(rnd() < 0.1)).collect();
+        let scores: Vec<f32> = labels
+            .iter()
+            .map(|&l| ((rnd() + rnd() + f64::from(l) * skill) / (2.0 + skill)) as f32)
+            .collect();
+        let ap = average_precision(&scores, &labels) * 100.0;
+        curves.push(series(
+            &format!("{name} (AP {ap:.1})"),
+            pr_curve(&scores, &labels),
+        ));
+    }
+    let pr = line_chart(
+        "Precision-recall curves",
+        "recall",
+        "precision",
+        &curves,
+        Some((0.0, 1.0)),
+        Some((0.0, 1.0)),
+    );
+    save_png(&pr, &dir.join("pr_curves.png")).unwrap();
+
+    let train = line_chart(
+        "Training loss",
+        "epoch",
+        "loss",
+        &training_curves(),
+        None,
+        None,
+    );
+    save_png(&train, &dir.join("training_curves.png")).unwrap();
+    for f in ["ap_per_class.png", "pr_curves.png", "training_curves.png"] {
+        image::open(dir.join(f)).unwrap();
+    }
+}
