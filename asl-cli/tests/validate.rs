@@ -286,6 +286,33 @@ fn a_model_run_saves_scores_calibrates_and_plots() {
         .map(|m| m["threshold"].as_f64().expect("threshold"))
         .collect();
     assert_eq!(thresholds, want);
+    let img = imgs.join("0.png");
+    let o = cli(&[
+        "infer",
+        "--model",
+        calibrated.to_str().expect("path"),
+        "--format",
+        "json",
+        "--all-scores",
+        img.to_str().expect("path"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: Value = serde_json::from_slice(&o.stdout).expect("json line");
+    let scores = line["scores"].as_array().expect("scores");
+    let labelled: Vec<u64> = line["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .map(|l| l["index"].as_u64().expect("index"))
+        .collect();
+    for (c, s) in scores.iter().enumerate() {
+        let above = s.as_f64().expect("score") as f32 >= thresholds[c] as f32;
+        assert_eq!(
+            labelled.contains(&(c as u64)),
+            above,
+            "class {c}: infer uses its threshold"
+        );
+    }
     let o = cli(&[
         "validate",
         "--model",
