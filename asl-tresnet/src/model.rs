@@ -70,16 +70,57 @@ impl TResNetConfig {
     /// The architecture names this crate knows, in the order [`Self::from_arch`] tries them.
     pub const ARCHS: [&'static str; 4] = ["tresnet_m", "tresnet_l", "tresnet_xl", "tresnet_v2_l"];
 
-    /// A full-size variant by its timm name (`tresnet_m`, `tresnet_l`, `tresnet_xl`,
-    /// `tresnet_v2_l`).
+    /// A variant by name: timm's full-size names (`tresnet_m`, `tresnet_l`, `tresnet_xl`,
+    /// `tresnet_v2_l`), or any depth and width as [`Self::name`] writes it
+    /// (`tresnet_custom:1-1-1-1:0.25`, `tresnet_custom:2-2-2-2:0.5:v2`).
     pub fn from_arch(arch: &str, num_classes: usize) -> Option<Self> {
         match arch {
             "tresnet_m" => Some(Self::tresnet_m(num_classes)),
             "tresnet_l" => Some(Self::tresnet_l(num_classes)),
             "tresnet_xl" => Some(Self::tresnet_xl(num_classes)),
             "tresnet_v2_l" => Some(Self::tresnet_v2_l(num_classes)),
-            _ => None,
+            _ => {
+                let mut parts = arch.strip_prefix("tresnet_custom:")?.split(':');
+                let layers: Vec<usize> = parts
+                    .next()?
+                    .split('-')
+                    .map(|n| n.parse().ok().filter(|&n| n > 0))
+                    .collect::<Option<_>>()?;
+                let width: f64 = parts.next()?.parse().ok()?;
+                let v2 = match parts.next() {
+                    None => false,
+                    Some("v2") => true,
+                    Some(_) => return None,
+                };
+                let cfg = Self::variant(layers.try_into().ok()?, width, v2, num_classes);
+                (parts.next().is_none() && width > 0.0 && cfg.planes() >= 8).then_some(cfg)
+            }
         }
+    }
+
+    /// The architecture's name: timm's for the four published variants, otherwise
+    /// `tresnet_custom:L1-L2-L3-L4:WIDTH[:v2]`, which [`Self::from_arch`] reads back.
+    pub fn name(&self) -> String {
+        for arch in Self::ARCHS {
+            if let Some(cfg) = Self::from_arch(arch, self.num_classes) {
+                if cfg.layers == self.layers
+                    && cfg.width_factor == self.width_factor
+                    && cfg.v2 == self.v2
+                {
+                    return arch.to_string();
+                }
+            }
+        }
+        let l = self.layers;
+        format!(
+            "tresnet_custom:{}-{}-{}-{}:{}{}",
+            l[0],
+            l[1],
+            l[2],
+            l[3],
+            self.width_factor,
+            if self.v2 { ":v2" } else { "" }
+        )
     }
 
     /// The stem width `P`.

@@ -443,16 +443,46 @@ pub fn save_safetensors(
     tensors: &HashMap<String, Tensor>,
     meta: &ModelMetadata,
 ) -> Result<()> {
+    save_tensors_atomic(path, tensors, meta.to_header())
+}
+
+/// Writes tensors and header entries as safetensors, atomically: a temporary file next to
+/// `path`, synced, then renamed over it, so a reader (or a crash) never sees a half-written file.
+pub fn save_tensors_atomic(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    header: HashMap<String, String>,
+) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
     let contiguous: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(contiguous, Some(meta.to_header()), &tmp)
-        .map_err(|e| user_error(format!("writing {}: {e}", tmp.display())))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let written = safetensors::serialize_to_file(contiguous, Some(header), &tmp)
+        .map_err(|e| user_error(format!("writing {}: {e}", tmp.display())))
+        .and_then(|()| Ok(std::fs::File::open(&tmp)?.sync_all()?))
+        .and_then(|()| Ok(std::fs::rename(&tmp, path)?));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Reads a safetensors file's tensors and its header entries (the counterpart of
+/// [`save_tensors_atomic`]).
+pub fn load_tensors_with_header(
+    path: &Path,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| user_error(format!("cannot read {}: {e}", path.display())))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| user_error(format!("{} is not a safetensors file: {e}", path.display())))?;
+    let header = meta.metadata().clone().unwrap_or_default();
+    Ok((
+        candle_core::safetensors::load_buffer(&bytes, device)?,
+        header,
+    ))
 }
 
 /// A weight file read from disk, in timm naming.

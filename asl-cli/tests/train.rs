@@ -1,0 +1,291 @@
+//! The trainer: it learns, resumes exactly (after an epoch and mid-epoch), stops on a
+//! non-finite loss (or skips), writes checkpoints atomically; `asl-cli train` and `asl-cli demo`
+//! end to end. Data: subsets of the embedded digit mosaics.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use asl_cli::augment::AugmentConfig;
+use asl_cli::data::{read_dataset, Dataset, ReadOptions};
+use asl_cli::demo_data::{self, DemoSplit};
+use asl_cli::train::{fit, TrainConfig, TrainOptions};
+use candle_core::{Device, Tensor};
+
+const ARCH: &str = "tresnet_custom:1-1-1-1:0.25";
+
+fn subset(split: &DemoSplit, n: usize) -> DemoSplit {
+    DemoSplit {
+        images: split.images[..n].to_vec(),
+        labels: split.labels[..n].to_vec(),
+    }
+}
+
+/// (train, val) datasets of `n_train` and `n_val` mosaics written under `dir`.
+fn datasets(dir: &Path, n_train: usize, n_val: usize) -> (Dataset, Dataset) {
+    let demo = demo_data::load().expect("embedded demo data");
+    let classes: Vec<String> = demo_data::CLASSES.iter().map(|c| c.to_string()).collect();
+    let read = |split: DemoSplit, name: &str| {
+        let csv = demo_data::write_split(&split, &dir.join(name)).expect("write split");
+        read_dataset(
+            &csv,
+            &ReadOptions {
+                classes: Some(classes.clone()),
+                ..ReadOptions::default()
+            },
+        )
+        .expect("read split")
+    };
+    (
+        read(subset(&demo.train, n_train), "train"),
+        read(subset(&demo.val, n_val), "val"),
+    )
+}
+
+fn config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        image_size: 32,
+        epochs,
+        batch_size: 16,
+        lr: 4e-3,
+        ema_decay: Some(0.99),
+        ema_warmup: true,
+        augment: AugmentConfig::none(),
+        seed: 7,
+        ..TrainConfig::recipe(ARCH)
+    }
+}
+
+fn quiet(out: &Path) -> TrainOptions {
+    let mut o = TrainOptions::new(out);
+    o.progress = false;
+    o
+}
+
+fn model_tensors(ckpt: &Path) -> HashMap<String, Tensor> {
+    let (t, _) =
+        asl_tresnet::weights::load_tensors_with_header(ckpt, &Device::Cpu).expect("checkpoint");
+    t
+}
+
+fn assert_same(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
+    assert_eq!(a.len(), b.len());
+    for (k, ta) in a {
+        let tb = &b[k];
+        let (va, vb) = (
+            ta.flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("a"),
+            tb.flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("b"),
+        );
+        assert!(va == vb, "{k} differs");
+    }
+}
+
+#[test]
+fn a_short_run_learns() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (train, val) = datasets(dir.path(), 480, 120);
+    let s = fit(&config(4), &train, &val, &quiet(&dir.path().join("run"))).expect("training");
+    assert_eq!(s.epochs.len(), 4);
+    let (first, last) = (&s.epochs[0], &s.epochs[3]);
+    assert!(
+        last.train_loss < first.train_loss,
+        "loss falls: {:?}",
+        s.epochs
+    );
+    // chance level is the positive rate (about 16%)
+    assert!(
+        s.best_map > 30.0,
+        "mAP well above chance (~16%): {:?}",
+        s.epochs
+    );
+    for f in [
+        "best.safetensors",
+        "checkpoint.safetensors",
+        "metrics.csv",
+        "loss.png",
+        "map.png",
+        "lr.png",
+    ] {
+        assert!(dir.path().join("run").join(f).exists(), "{f}");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("run/metrics.csv")).expect("metrics");
+    assert_eq!(csv.lines().count(), 5);
+    assert!(csv.starts_with("epoch,steps,train_loss,val_map,val_map_ema"));
+}
+
+#[test]
+fn resuming_gives_the_same_weights() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (train, val) = datasets(dir.path(), 64, 32);
+    let cfg = config(2); // 4 steps per epoch
+    let whole = dir.path().join("whole");
+    fit(&cfg, &train, &val, &quiet(&whole)).expect("two epochs");
+    for stop_at in [4, 6] {
+        // stop after one epoch, and in the middle of the second; then resume
+        let parts = dir.path().join(format!("parts{stop_at}"));
+        let mut first = quiet(&parts);
+        first.max_steps = Some(stop_at);
+        let s = fit(&cfg, &train, &val, &first).expect("first part");
+        assert!(s.interrupted);
+        let mut rest = quiet(&parts);
+        rest.resume = true;
+        let s = fit(&cfg, &train, &val, &rest).expect("resumed");
+        assert!(!s.interrupted && s.epochs.len() == 2);
+        assert_same(
+            &model_tensors(&whole.join("checkpoint.safetensors")),
+            &model_tensors(&parts.join("checkpoint.safetensors")),
+        );
+    }
+    // other settings are refused
+    let mut other = quiet(&whole);
+    other.resume = true;
+    let e = fit(&TrainConfig { lr: 1.0, ..cfg }, &train, &val, &other).expect_err("other lr");
+    assert!(e.to_string().contains("other training settings"), "{e}");
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_or_is_skipped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (train, val) = datasets(dir.path(), 64, 16);
+    let cfg = TrainConfig {
+        lr: 1e38,
+        ema_decay: None,
+        ..config(1)
+    };
+    let e = fit(&cfg, &train, &val, &quiet(&dir.path().join("a"))).expect_err("diverges");
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("non-finite loss") && msg.contains("batch"),
+        "{msg}"
+    );
+    assert!(msg.contains("--skip-nonfinite"), "{msg}");
+    let cfg = TrainConfig {
+        skip_nonfinite: true,
+        ..cfg
+    };
+    // every batch after the first step is non-finite: all are skipped, and validation then
+    // says the weights diverged, with the count
+    let e = fit(&cfg, &train, &val, &quiet(&dir.path().join("b"))).expect_err("diverged");
+    let msg = format!("{e:#}");
+    assert!(msg.contains("diverged"), "{msg}");
+    assert!(msg.contains("3 batches skipped"), "{msg}");
+}
+
+#[test]
+fn checkpoints_are_written_atomically() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ckpt.safetensors");
+    let t = HashMap::from([(
+        "w".to_string(),
+        Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).expect("t"),
+    )]);
+    asl_tresnet::weights::save_tensors_atomic(&path, &t, HashMap::new()).expect("save");
+    let before = std::fs::read(&path).expect("read");
+    // a write that cannot complete (the temporary name is taken by a directory) leaves the old
+    // file as it was and no temporary behind
+    let tmp = path.with_extension("safetensors.tmp");
+    std::fs::create_dir(&tmp).expect("block the temporary name");
+    let t2 = HashMap::from([(
+        "w".to_string(),
+        Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).expect("t"),
+    )]);
+    assert!(asl_tresnet::weights::save_tensors_atomic(&path, &t2, HashMap::new()).is_err());
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+    std::fs::remove_dir(&tmp).expect("unblock");
+    asl_tresnet::weights::save_tensors_atomic(&path, &t2, HashMap::new()).expect("save");
+    assert!(!tmp.exists());
+    assert_ne!(std::fs::read(&path).expect("read"), before);
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_asl-cli"))
+        .args(args)
+        .output()
+        .expect("run asl-cli")
+}
+
+fn text(o: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+#[test]
+fn train_and_demo_commands_end_to_end() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let demo = demo_data::load().expect("demo data");
+    let train_csv =
+        demo_data::write_split(&subset(&demo.train, 48), &dir.path().join("t")).expect("t");
+    let val_csv = demo_data::write_split(&subset(&demo.val, 16), &dir.path().join("v")).expect("v");
+    let out: PathBuf = dir.path().join("run");
+    let p = |x: &Path| x.to_str().expect("path").to_string();
+    let args = [
+        "train",
+        "--data",
+        &p(&train_csv),
+        "--val-data",
+        &p(&val_csv),
+        "--arch",
+        ARCH,
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.004",
+        "--no-augment",
+        "--out",
+        &p(&out),
+    ];
+    let o = cli(&args);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("best validation mAP"), "{stdout}");
+    assert!(
+        stderr.contains("no --pretrained"),
+        "warns about training from scratch: {stderr}"
+    );
+    let img = dir.path().join("t/00000.png");
+    let o = cli(&[
+        "infer",
+        "--model",
+        &p(&out.join("best.safetensors")),
+        &p(&img),
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    // the finished run resumes to nothing new; other options are refused
+    let mut resume: Vec<&str> = args[..args.len() - 2].to_vec();
+    let run = p(&out);
+    resume.extend(["--resume", &run]);
+    assert!(cli(&resume).status.success());
+    let mut other = resume.clone();
+    other.extend(["--weight-decay", "0.5"]);
+    let (_, stderr) = text(&cli(&other));
+    assert!(stderr.contains("other training settings"), "{stderr}");
+
+    let demo_out = dir.path().join("demo");
+    let o = cli(&[
+        "demo",
+        "--epochs",
+        "1",
+        "--train-images",
+        "96",
+        "--out",
+        &p(&demo_out),
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    for part in ["ASL", "BCE", "best mAP", "held-out", "predicted"] {
+        assert!(stdout.contains(part), "{part}: {stdout}");
+    }
+    assert!(demo_out.join("asl/best.safetensors").exists());
+}
