@@ -8,9 +8,10 @@
 //! **Status:** the training path ([`TResNet`], built from a `VarBuilder` over timm-named
 //! weights, BatchNorm in eval or batch-statistics mode) and the folded inference path (with a
 //! CPU f32 engine, `infer.rs`) match timm; weight files (timm safetensors, the paper's `.pth`,
-//! our metadata format) load and convert. Still to come (issue 4): the registry and the hub
-//! client. What this crate will not hold: datasets, augmentation and the training loop (those
-//! live in `asl-cli`'s library).
+//! our metadata format) load and convert; [`registry`] names every pretrained model, [`hub`]
+//! fetches from the Hugging Face hub (Python's cache, offline mode) and [`pretrained`] loads a
+//! model by name, file or repo. What this crate does not hold: datasets, augmentation and the
+//! training loop (those live in `asl-cli`'s library).
 
 pub mod classes;
 pub mod hub;

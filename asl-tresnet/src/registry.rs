@@ -395,3 +395,34 @@ mod tests {
         assert!(by_original_file("model.pth").is_none());
     }
 }
+
+#[cfg(test)]
+mod arch_name_tests {
+    use crate::TResNetConfig;
+
+    #[test]
+    fn architecture_names_round_trip() {
+        for arch in TResNetConfig::ARCHS {
+            let cfg = TResNetConfig::from_arch(arch, 3).expect("known");
+            assert_eq!(cfg.name(), arch);
+        }
+        for cfg in [
+            TResNetConfig::variant([1, 1, 1, 1], 0.25, false, 10),
+            TResNetConfig::variant([2, 3, 4, 1], 0.5, true, 10),
+        ] {
+            let name = cfg.name();
+            assert!(name.starts_with("tresnet_custom:"), "{name}");
+            assert_eq!(TResNetConfig::from_arch(&name, 10), Some(cfg));
+        }
+        for bad in [
+            "tresnet_custom:1-1-1:0.25",
+            "tresnet_custom:1-1-1-1:0",
+            "tresnet_custom:1-1-0-1:0.5",
+            "tresnet_custom:1-1-1-1:0.5:v3",
+            "tresnet_custom:1-1-1-1:0.01",
+            "resnet50",
+        ] {
+            assert!(TResNetConfig::from_arch(bad, 2).is_none(), "{bad}");
+        }
+    }
+}
