@@ -180,6 +180,14 @@ pub(crate) fn class_list(spec: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The resize mode a `--resize squish|crop` flag names (crop: timm's crop_pct 0.875).
+pub(crate) fn resize_flag(flag: &str) -> ResizeMode {
+    match flag {
+        "squish" => ResizeMode::Squish,
+        _ => ResizeMode::Crop { crop_pct: 0.875 },
+    }
+}
+
 /// A progress bar on stderr (drawn only when stderr is a terminal).
 pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
@@ -198,10 +206,7 @@ fn explicit_settings(args: &InferArgs) -> Result<Settings> {
         arch: args.arch.clone(),
         class_names,
         input_size: args.input_size,
-        resize: args.resize.as_deref().map(|r| match r {
-            "squish" => ResizeMode::Squish,
-            _ => ResizeMode::Crop { crop_pct: 0.875 },
-        }),
+        resize: args.resize.as_deref().map(crate::infer::resize_flag),
         threshold: args.threshold,
         activation: None,
         class_thresholds: None,

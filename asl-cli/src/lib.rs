@@ -7,6 +7,7 @@
 pub mod augment;
 pub mod data;
 pub mod demo_data;
+pub mod files;
 pub mod images;
 pub mod plots;
 pub mod train;

@@ -17,31 +17,10 @@ mod infer;
 mod train_cmd;
 mod validate;
 
-/// Writes a file atomically: a temporary file in the same folder, synced, then renamed.
+/// Writes a file atomically (see [`asl_cli::files::write_atomic`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("writing {}: {e}", path.display())
-    })
+    asl_cli::files::write_atomic(path, |w| w.write_all(bytes))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[derive(Parser)]
@@ -166,19 +145,7 @@ struct ConvertArgs {
 }
 
 fn class_names(spec: &str, expected: usize) -> Result<Vec<String>> {
-    let names = match asl_tresnet::classes::builtin(spec) {
-        Some(list) => list,
-        None => {
-            let text = std::fs::read_to_string(spec).with_context(|| {
-                format!("--classes {spec:?} is neither a built-in list (coco, voc, nus-wide) nor a readable file")
-            })?;
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect()
-        }
-    };
+    let names = infer::class_list(spec)?;
     if names.len() != expected {
         bail!(
             "--classes {spec:?} has {} names but the model has {expected} classes",
@@ -208,10 +175,7 @@ fn convert(args: &ConvertArgs) -> Result<()> {
             .map(|spec| class_names(spec, k))
             .transpose()?,
         input_size: args.input_size,
-        resize: args.resize.as_deref().map(|r| match r {
-            "squish" => ResizeMode::Squish,
-            _ => ResizeMode::Crop { crop_pct: 0.875 },
-        }),
+        resize: args.resize.as_deref().map(infer::resize_flag),
         threshold: args.threshold,
         activation: args.activation.as_deref().and_then(Activation::parse),
         class_thresholds: None,

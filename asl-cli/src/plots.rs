@@ -17,10 +17,8 @@
 //! bar), empty or zero-width ranges are widened, long labels are cut with "...", characters
 //! outside printable ASCII are drawn as '?'.
 
-use std::fs;
-use std::io::{self, BufWriter};
+use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use image::codecs::png::PngEncoder;
 use image::{Rgb, RgbImage};
@@ -1094,45 +1092,12 @@ pub fn pr_curve(scores: &[f32], labels: &[i8]) -> Vec<(f64, f64)> {
 // ---------------------------------------------------------------------------------------------
 // Saving.
 
-/// Distinguishes temporary files of concurrent saves in one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes an image as PNG atomically: to a temporary file next to `path` (a hidden
-/// `.NAME.PID-N.tmp`), synced, then renamed over `path`; the directory is created first. On
-/// error the temporary file is removed and `path` is left as it was.
+/// Writes an image as PNG atomically ([`crate::files::write_atomic`]: a temporary file next to
+/// `path`, synced, renamed over it; the directory is created first). On error `path` is left as
+/// it was and no temporary file remains.
 pub fn save_png(img: &RgbImage, path: &Path) -> io::Result<()> {
-    let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: not a file path", path.display()),
-        )
-    })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}-{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        let mut writer = BufWriter::new(file);
-        img.write_with_encoder(PngEncoder::new(&mut writer))
-            .map_err(io::Error::other)?;
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::files::write_atomic(path, |w| {
+        img.write_with_encoder(PngEncoder::new(w))
+            .map_err(io::Error::other)
+    })
 }

@@ -445,10 +445,8 @@ fn write_metrics_csv(path: &Path, history: &[EpochLog]) -> Result<()> {
             e.skipped_batches
         ));
     }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    crate::files::write_atomic(path, |w| w.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_curves(out: &Path, history: &[EpochLog]) -> Result<()> {

@@ -117,12 +117,8 @@ pub struct TrainArgs {
 
 fn read(path: &std::path::Path, args: &TrainArgs, split: Option<String>) -> Result<Dataset> {
     let opts = ReadOptions {
-        format: args.format.as_deref().map(|f| match f {
-            "coco" => DatasetFormat::Coco,
-            "voc" => DatasetFormat::Voc,
-            "csv" => DatasetFormat::Csv,
-            _ => DatasetFormat::Jsonl,
-        }),
+        // clap allows only the names DatasetFormat parses
+        format: args.format.as_deref().and_then(|f| f.parse().ok()),
         split,
         label_sep: args.label_sep,
         image_root: args.image_root.clone(),

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use asl_cli::data::{self, DatasetFormat, Difficult, ReadOptions};
+use asl_cli::data::{self, Difficult, ReadOptions};
 use asl_cli::{images, plots};
 use asl_core::{MetricAccumulator, MetricsReport};
 use asl_tresnet::hub::HubConfig;
 use asl_tresnet::pretrained::{load_model, ModelSource, Settings};
-use asl_tresnet::weights::{load_weights, save_safetensors, ModelMetadata, ResizeMode};
+use asl_tresnet::weights::{load_weights, save_safetensors, ModelMetadata};
 use candle_core::{Device, Tensor};
 use clap::Args;
 
@@ -111,12 +111,8 @@ pub struct ValidateArgs {
 
 fn read_options(args: &ValidateArgs) -> ReadOptions {
     ReadOptions {
-        format: args.format.as_deref().map(|f| match f {
-            "coco" => DatasetFormat::Coco,
-            "voc" => DatasetFormat::Voc,
-            "csv" => DatasetFormat::Csv,
-            _ => DatasetFormat::Jsonl,
-        }),
+        // clap allows only the names DatasetFormat parses
+        format: args.format.as_deref().and_then(|f| f.parse().ok()),
         split: args.split.clone(),
         annotations: args.annotations.clone(),
         images: args.images.clone(),
@@ -160,10 +156,7 @@ fn run_model(args: &ValidateArgs, ds: &mut data::Dataset, model: &str) -> Result
             .map(crate::infer::class_list)
             .transpose()?,
         input_size: args.input_size,
-        resize: args.resize.as_deref().map(|r| match r {
-            "squish" => ResizeMode::Squish,
-            _ => ResizeMode::Crop { crop_pct: 0.875 },
-        }),
+        resize: args.resize.as_deref().map(crate::infer::resize_flag),
         ..Settings::default()
     };
     let loaded = load_model(&ModelSource::parse(model)?, &explicit, &hub, &device)?;
