@@ -1065,28 +1065,7 @@ pub fn bar_chart(
 /// assert_eq!(pts, vec![(0.5, 1.0), (0.5, 0.5), (1.0, 2.0 / 3.0)]);
 /// ```
 pub fn pr_curve(scores: &[f32], labels: &[i8]) -> Vec<(f64, f64)> {
-    let mut items: Vec<(f32, usize, bool)> = scores
-        .iter()
-        .zip(labels)
-        .enumerate()
-        .filter(|(_, (_, &l))| l >= 0)
-        .map(|(i, (&s, &l))| (s, i, l == 1))
-        .collect();
-    let npos = items.iter().filter(|r| r.2).count();
-    if npos == 0 {
-        return Vec::new();
-    }
-    let key = |s: f32| if s == 0.0 { 0.0 } else { s };
-    items.sort_unstable_by(|a, b| key(b.0).total_cmp(&key(a.0)).then(b.1.cmp(&a.1)));
-    let mut hits = 0usize;
-    items
-        .iter()
-        .enumerate()
-        .map(|(rank, &(_, _, positive))| {
-            hits += usize::from(positive);
-            (hits as f64 / npos as f64, hits as f64 / (rank + 1) as f64)
-        })
-        .collect()
+    asl_core::metrics::precision_recall_curve(scores, labels)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -110,6 +110,34 @@ pub fn average_precision_grouped(scores: &[f32], labels: &[i8]) -> f64 {
     ap
 }
 
+/// The precision-recall curve of one class: one `(recall, precision)` point after each rank of
+/// the non-ignored samples, ranked as [`average_precision`] ranks them (descending score, ties by
+/// descending sample index). Empty when the class has no positives. The mean of the precisions
+/// at the ranks that hold a positive is the class's AP (up to the reference's `1e-8`).
+///
+/// ```
+/// use asl_core::metrics::precision_recall_curve;
+/// // Ranking: 0.9 (pos), 0.8 (neg), 0.7 (pos).
+/// let pts = precision_recall_curve(&[0.9, 0.8, 0.7], &[1, 0, 1]);
+/// assert_eq!(pts, vec![(0.5, 1.0), (0.5, 0.5), (1.0, 2.0 / 3.0)]);
+/// ```
+pub fn precision_recall_curve(scores: &[f32], labels: &[i8]) -> Vec<(f64, f64)> {
+    let (mut items, npos) = class_column(scores.iter(), labels.iter());
+    if npos == 0 {
+        return Vec::new();
+    }
+    rank_desc(&mut items);
+    let mut hits = 0usize;
+    items
+        .iter()
+        .enumerate()
+        .map(|(rank, &(_, _, positive))| {
+            hits += usize::from(positive);
+            (hits as f64 / npos as f64, hits as f64 / (rank + 1) as f64)
+        })
+        .collect()
+}
+
 /// Metrics of one class. Percentages in [0, 100].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassMetrics {
