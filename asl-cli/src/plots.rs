@@ -115,6 +115,16 @@ struct Rect {
 }
 
 impl Rect {
+    /// The rectangle `by` pixels inside this one on every side.
+    fn inset(&self, by: i64) -> Rect {
+        Rect {
+            x0: self.x0 + by,
+            y0: self.y0 + by,
+            x1: self.x1 - by,
+            y1: self.y1 - by,
+        }
+    }
+
     fn of_image(img: &RgbImage) -> Rect {
         Rect {
             x0: 0,
@@ -531,12 +541,7 @@ pub fn line_chart(
         x1: right,
         y1: bottom,
     };
-    let inner = Rect {
-        x0: left + 1,
-        y0: top + 1,
-        x1: right - 1,
-        y1: bottom - 1,
-    };
+    let inner = plot.inset(1);
     // The data range sits a few pixels inside the frame, so that a line along the range's edge
     // (precision 1, say) is not hidden under it.
     let margin = 6.0;
@@ -898,12 +903,7 @@ pub fn bar_chart(
         x1: right,
         y1: bottom,
     };
-    let inner = Rect {
-        x0: left + 1,
-        y0: top + 1,
-        x1: right - 1,
-        y1: bottom - 1,
-    };
+    let inner = plot.inset(1);
 
     // Stripes, grid, ticks above and below.
     for k in (1..rows.len()).step_by(2) {

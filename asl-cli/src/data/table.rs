@@ -253,13 +253,7 @@ pub(super) fn read_csv(path: &Path, opts: &ReadOptions) -> Result<Parsed, DataEr
             })
         })
         .collect();
-    Ok(Parsed {
-        entries,
-        classes: None,
-        vocabulary: format!("the labels of {name}"),
-        source: name,
-        unannotated: 0,
-    })
+    Ok(table_parsed(entries, name))
 }
 
 pub(super) fn read_jsonl(path: &Path, opts: &ReadOptions) -> Result<Parsed, DataError> {
@@ -285,13 +279,7 @@ pub(super) fn read_jsonl(path: &Path, opts: &ReadOptions) -> Result<Parsed, Data
             }
         })
         .collect();
-    Ok(Parsed {
-        entries,
-        classes: None,
-        vocabulary: format!("the labels of {name}"),
-        source: name,
-        unannotated: 0,
-    })
+    Ok(table_parsed(entries, name))
 }
 
 /// `{"image": "...", "labels": ["a", ...]}` -> (image, labels).
@@ -319,6 +307,17 @@ fn parse_json_row(line: &str) -> Result<(String, Vec<String>), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((image, labels))
+}
+
+/// The rows of a CSV/TSV or JSON Lines file `name`: the vocabulary is the labels it uses.
+fn table_parsed(entries: Vec<Entry>, name: String) -> Parsed {
+    Parsed {
+        entries,
+        classes: None,
+        vocabulary: format!("the labels of {name}"),
+        source: name,
+        unannotated: 0,
+    }
 }
 
 #[cfg(test)]
