@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use asl_core::adaptive::{AdaptiveAsymmetry, GapAccumulator};
 use asl_core::{AslConfig, AsymmetricLoss, MetricAccumulator};
 use asl_tresnet::registry::Activation;
 use asl_tresnet::weights::{save_safetensors, save_tensors_atomic, ModelMetadata, ResizeMode};
@@ -55,6 +56,13 @@ pub struct TrainConfig {
     /// Coupled L2 weight decay on weights (tensors of rank > 1) only.
     pub weight_decay: f64,
     pub loss: AslConfig,
+    /// Adaptive asymmetry (paper section 2.7): after every optimiser step, move `gamma_neg`
+    /// (starting from `loss.gamma_neg`) toward the target probability gap. `None`: fixed.
+    pub adaptive: Option<AdaptiveAsymmetry>,
+    /// Mixed precision: convolutions and the classifier multiply in this dtype (bf16 on CUDA;
+    /// see [`TResNet::with_autocast`]); weights, optimiser, BatchNorm and the loss stay f32.
+    /// `None`: all f32.
+    pub autocast: Option<DType>,
     /// EMA decay of weights and BatchNorm statistics (`None`: no EMA model).
     pub ema_decay: Option<f64>,
     /// Ramp the EMA decay up as `min(decay, (1 + t) / (10 + t))` (not in the reference; useful
@@ -90,6 +98,8 @@ impl TrainConfig {
             lr: 1e-4,
             weight_decay: 1e-4,
             loss: AslConfig::paper(),
+            adaptive: None,
+            autocast: None,
             ema_decay: Some(0.9997),
             ema_warmup: false,
             augment: AugmentConfig::default(),
@@ -156,6 +166,11 @@ pub struct EpochLog {
     pub seconds: f64,
     pub images_per_s: f64,
     pub skipped_batches: usize,
+    /// `gamma_neg` at the end of the epoch (moves only with adaptive asymmetry).
+    pub gamma_neg: f64,
+    /// The epoch's probability gap `p_t+ - p_t-` on the training batches
+    /// ([`asl_core::adaptive`]), when they had positives and negatives.
+    pub prob_gap: Option<f64>,
 }
 
 /// How a run ended.
@@ -185,6 +200,10 @@ struct State {
     loss_count: usize,
     skipped_batches: usize,
     epoch_seconds: f64,
+    /// The current `gamma_neg` (adaptive asymmetry changes it step by step).
+    gamma_neg: f64,
+    /// The epoch's gap sums so far: Σ y·p, Σ y, Σ (1-y)(1-p), Σ (1-y).
+    gap_sums: [f64; 4],
     /// `None` before the first validation.
     best_map: Option<f64>,
     best_model: String,
@@ -429,11 +448,12 @@ fn snapshot(named: &[(String, Var)]) -> Result<HashMap<String, Tensor>> {
 
 fn write_metrics_csv(path: &Path, history: &[EpochLog]) -> Result<()> {
     let mut text = String::from(
-        "epoch,steps,train_loss,val_map,val_map_ema,lr,seconds,images_per_s,skipped_batches\n",
+        "epoch,steps,train_loss,val_map,val_map_ema,lr,seconds,images_per_s,skipped_batches,\
+         gamma_neg,prob_gap\n",
     );
     for e in history {
         text.push_str(&format!(
-            "{},{},{},{},{},{},{:.3},{:.2},{}\n",
+            "{},{},{},{},{},{},{:.3},{:.2},{},{},{}\n",
             e.epoch,
             e.steps,
             e.train_loss,
@@ -442,7 +462,9 @@ fn write_metrics_csv(path: &Path, history: &[EpochLog]) -> Result<()> {
             e.lr,
             e.seconds,
             e.images_per_s,
-            e.skipped_batches
+            e.skipped_batches,
+            e.gamma_neg,
+            e.prob_gap.map(|v| v.to_string()).unwrap_or_default()
         ));
     }
     crate::files::write_atomic(path, |w| w.write_all(text.as_bytes()))
@@ -522,6 +544,9 @@ pub fn fit(
         );
     }
     cfg.loss.validate()?;
+    if let Some(a) = &cfg.adaptive {
+        a.validate()?;
+    }
     let classes = train.classes.clone();
     let k = classes.len();
     let model_cfg = TResNetConfig::from_arch(&cfg.arch, k)
@@ -536,7 +561,8 @@ pub fn fit(
     let model = TResNet::new(
         &model_cfg,
         VarBuilder::from_varmap(&vars, DType::F32, &opts.device),
-    )?;
+    )?
+    .with_autocast(cfg.autocast)?;
     let named = named_vars(&vars)?;
     let mut init_rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, 0x1417, 0));
     reference_init(&named, &mut init_rng)?;
@@ -588,6 +614,8 @@ pub fn fit(
         loss_count: 0,
         skipped_batches: 0,
         epoch_seconds: 0.0,
+        gamma_neg: cfg.loss.gamma_neg,
+        gap_sums: [0.0; 4],
         best_map: None,
         best_model: String::new(),
         history: Vec::new(),
@@ -668,7 +696,6 @@ pub fn fit(
         source,
     };
 
-    let loss_fn = AsymmetricLoss::new(cfg.loss);
     let size = cfg.image_size;
     let paths: Arc<[PathBuf]> = train.image_paths().into();
     let mut interrupted = false;
@@ -709,6 +736,8 @@ pub fn fit(
         let mut images_seen = 0usize;
         let mut pending: Vec<Option<Tensor>> = vec![None; adam.params.len()];
         let mut micro = 0usize;
+        // the probability gap of the current optimiser step's micro-batches
+        let mut step_gap = GapAccumulator::default();
         for batch in loader {
             if let Some((i, e)) = batch.failed.first() {
                 if !cfg.skip_bad {
@@ -733,6 +762,10 @@ pub fn fit(
                 .collect();
             let y = Tensor::from_vec(y, (n, k), &opts.device)?;
             let logits = model.forward_t(&x, true)?;
+            let loss_fn = AsymmetricLoss::new(AslConfig {
+                gamma_neg: state.gamma_neg,
+                ..cfg.loss
+            });
             let loss = loss_fn.forward(&logits, &y)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
@@ -760,6 +793,7 @@ pub fn fit(
                 );
             }
             let grads = loss.backward()?;
+            step_gap.push(&logits.detach(), &y)?;
             for (i, (_, var, _)) in adam.params.iter().enumerate() {
                 if let Some(g) = grads.get(var.as_tensor()) {
                     pending[i] = Some(match pending[i].take() {
@@ -783,6 +817,13 @@ pub fn fit(
             );
             adam.step(&pending, lr, beta1)?;
             pending = vec![None; adam.params.len()];
+            if let (Some(ctl), Some(gap)) = (&cfg.adaptive, step_gap.gap()) {
+                state.gamma_neg = ctl.update(state.gamma_neg, gap);
+            }
+            let mut epoch_gap = gaps_of(state.gap_sums);
+            epoch_gap.merge(&step_gap);
+            state.gap_sums = gap_sums(&epoch_gap);
+            step_gap = GapAccumulator::default();
             if let (Some(e), Some(decay)) = (ema.as_mut(), cfg.ema_decay) {
                 let t = (state.step + 1) as f64;
                 let d = if cfg.ema_warmup {
@@ -853,6 +894,8 @@ pub fn fit(
             seconds,
             images_per_s: images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
             skipped_batches: state.skipped_batches,
+            gamma_neg: state.gamma_neg,
+            prob_gap: gaps_of(state.gap_sums).gap(),
         };
         let (map, which) = match val_map_ema {
             Some(e) if e > val_map => (e, "ema"),
@@ -881,6 +924,7 @@ pub fn fit(
         state.loss_count = 0;
         state.skipped_batches = 0;
         state.epoch_seconds = 0.0;
+        state.gap_sums = [0.0; 4];
         save_checkpoint(&state, &adam, &ema)?;
         write_metrics_csv(&opts.out.join("metrics.csv"), &state.history)?;
         write_curves(&opts.out, &state.history)?;
@@ -910,6 +954,18 @@ pub fn fit(
         best_path,
         interrupted,
     })
+}
+
+/// A gap accumulator as the checkpoint stores it, and back.
+fn gap_sums(g: &GapAccumulator) -> [f64; 4] {
+    [g.positive.0, g.positive.1, g.negative.0, g.negative.1]
+}
+
+fn gaps_of(s: [f64; 4]) -> GapAccumulator {
+    GapAccumulator {
+        positive: (s[0], s[1]),
+        negative: (s[2], s[3]),
+    }
 }
 
 fn read_checkpoint(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {

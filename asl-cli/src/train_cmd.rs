@@ -76,6 +76,22 @@ pub struct TrainArgs {
     /// Detach the focal weight from the graph (the reference's default for ASL): true or false.
     #[arg(long)]
     detach_focal_weight: Option<bool>,
+    /// Adaptive asymmetry (paper section 2.7): after every step, move gamma_neg (from
+    /// --gamma-neg) toward this target gap between the mean probability the model gives
+    /// positives (p) and negatives (1 - p); 0 = equally sure of both. The gap and gamma_neg are
+    /// logged per epoch in metrics.csv.
+    #[arg(long, allow_hyphen_values = true)]
+    adaptive_gap: Option<f64>,
+    /// Adaptive asymmetry: change of gamma_neg per step per unit of gap error.
+    #[arg(long, default_value_t = 0.01, requires = "adaptive_gap")]
+    adaptive_step: f64,
+    /// Adaptive asymmetry: the largest gamma_neg allowed.
+    #[arg(long, default_value_t = 8.0, requires = "adaptive_gap")]
+    adaptive_gamma_max: f64,
+    /// Arithmetic of the convolutions and the classifier: f32, or bf16 autocast (CUDA only;
+    /// weights, optimiser, BatchNorm and the loss stay f32). auto: bf16 on CUDA, f32 on the CPU.
+    #[arg(long, value_parser = ["auto", "f32", "bf16"], default_value = "auto")]
+    precision: String,
     /// EMA of the weights and BatchNorm statistics: on or off.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     ema: String,
@@ -238,6 +254,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .context("matching the validation labels to the training classes")?;
     }
     let device = crate::infer::device(&args.device)?;
+    let autocast = match (args.precision.as_str(), device.is_cuda()) {
+        ("bf16", false) => bail!(
+            "--precision bf16 needs --device cuda (candle's CPU matrix product has no bf16); \
+             use --precision f32 on the CPU"
+        ),
+        ("bf16", true) | ("auto", true) => Some(candle_core::DType::BF16),
+        _ => None,
+    };
     let pretrained = match &args.pretrained {
         None => {
             eprintln!(
@@ -270,6 +294,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         lr: args.lr,
         weight_decay: args.weight_decay,
         loss: loss_config(args),
+        adaptive: args
+            .adaptive_gap
+            .map(|target_gap| asl_core::adaptive::AdaptiveAsymmetry {
+                target_gap,
+                step: args.adaptive_step,
+                gamma_max: args.adaptive_gamma_max,
+            }),
+        autocast,
         ema_decay: (args.ema == "on").then_some(args.ema_decay),
         ema_warmup: args.ema_warmup,
         augment: if args.no_augment {

@@ -10,6 +10,7 @@ use asl_cli::augment::AugmentConfig;
 use asl_cli::data::{read_dataset, Dataset, ReadOptions};
 use asl_cli::demo_data::{self, DemoSplit};
 use asl_cli::train::{fit, TrainConfig, TrainOptions};
+use asl_core::adaptive::AdaptiveAsymmetry;
 use candle_core::{Device, Tensor};
 
 const ARCH: &str = "tresnet_custom:1-1-1-1:0.25";
@@ -121,9 +122,21 @@ fn a_short_run_learns() {
 fn resuming_gives_the_same_weights() {
     let dir = tempfile::tempdir().expect("tmp");
     let (train, val) = datasets(dir.path(), 64, 32);
-    let cfg = config(2); // 4 steps per epoch
+    // 4 steps per epoch; adaptive asymmetry makes gamma_neg part of the state to restore
+    let cfg = TrainConfig {
+        adaptive: Some(AdaptiveAsymmetry {
+            target_gap: 0.0,
+            step: 1.0,
+            gamma_max: 8.0,
+        }),
+        ..config(2)
+    };
     let whole = dir.path().join("whole");
-    fit(&cfg, &train, &val, &quiet(&whole)).expect("two epochs");
+    let full = fit(&cfg, &train, &val, &quiet(&whole)).expect("two epochs");
+    assert_ne!(
+        full.epochs[1].gamma_neg, cfg.loss.gamma_neg,
+        "gamma_neg adapts"
+    );
     for stop_at in [4, 6] {
         // stop after one epoch, and in the middle of the second; then resume
         let parts = dir.path().join(format!("parts{stop_at}"));
@@ -135,6 +148,8 @@ fn resuming_gives_the_same_weights() {
         rest.resume = true;
         let s = fit(&cfg, &train, &val, &rest).expect("resumed");
         assert!(!s.interrupted && s.epochs.len() == 2);
+        assert_eq!(s.epochs[1].gamma_neg, full.epochs[1].gamma_neg);
+        assert_eq!(s.epochs[1].prob_gap, full.epochs[1].prob_gap);
         assert_same(
             &model_tensors(&whole.join("checkpoint.safetensors")),
             &model_tensors(&parts.join("checkpoint.safetensors")),
@@ -145,6 +160,63 @@ fn resuming_gives_the_same_weights() {
     other.resume = true;
     let e = fit(&TrainConfig { lr: 1.0, ..cfg }, &train, &val, &other).expect_err("other lr");
     assert!(e.to_string().contains("other training settings"), "{e}");
+}
+
+#[test]
+fn adaptive_asymmetry_steers_gamma_neg_toward_the_target_gap() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (train, val) = datasets(dir.path(), 64, 16);
+    let run = |target_gap: f64, name: &str| {
+        let cfg = TrainConfig {
+            adaptive: Some(AdaptiveAsymmetry {
+                target_gap,
+                step: 0.5,
+                gamma_max: 6.0,
+            }),
+            ..config(2)
+        };
+        let s = fit(&cfg, &train, &val, &quiet(&dir.path().join(name))).expect("training");
+        let csv = std::fs::read_to_string(dir.path().join(name).join("metrics.csv")).expect("csv");
+        assert!(csv
+            .lines()
+            .next()
+            .unwrap_or("")
+            .ends_with("gamma_neg,prob_gap"));
+        s.epochs
+            .iter()
+            .map(|e| (e.gamma_neg, e.prob_gap.expect("a gap")))
+            .collect::<Vec<_>>()
+    };
+    // a target above any reachable gap raises gamma_neg every step; one below lowers it
+    let up = run(0.99, "up");
+    assert!(up[0].0 > 4.0 && up[1].0 > up[0].0, "{up:?}");
+    let down = run(-0.99, "down");
+    assert!(down[0].0 < 4.0 && down[1].0 < down[0].0, "{down:?}");
+    assert!(down.iter().all(|(g, _)| *g >= 0.0), "{down:?}");
+    // the gap is a difference of two mean probabilities
+    assert!(up.iter().chain(&down).all(|(_, p)| p.abs() <= 1.0));
+}
+
+#[test]
+fn mixed_precision_training_keeps_f32_weights() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (train, val) = datasets(dir.path(), 32, 16);
+    // f16 stands in for bf16 on the CPU (candle's CPU matrix product has no bf16)
+    let cfg = TrainConfig {
+        autocast: Some(candle_core::DType::F16),
+        ..config(1)
+    };
+    let out = dir.path().join("f16");
+    let s = fit(&cfg, &train, &val, &quiet(&out)).expect("f16 autocast training");
+    assert!(s.epochs[0].train_loss.is_finite() && s.best_map.is_finite());
+    let t = model_tensors(&out.join("checkpoint.safetensors"));
+    assert!(t.values().all(|t| t.dtype() == candle_core::DType::F32));
+    let cfg = TrainConfig {
+        autocast: Some(candle_core::DType::BF16),
+        ..config(1)
+    };
+    let e = fit(&cfg, &train, &val, &quiet(&dir.path().join("bf16"))).expect_err("bf16 on CPU");
+    assert!(format!("{e:#}").contains("CUDA"), "{e:#}");
 }
 
 #[test]

@@ -8,12 +8,15 @@
 //!   ([`AsymmetricLoss::forward`]) and as a composition of candle ops
 //!   ([`AsymmetricLoss::forward_composed`]).
 //! - [`AslSingleLabel`]: the single-label softmax ASL with label smoothing.
+//! - [`adaptive`]: adaptive asymmetry (paper section 2.7), steering `gamma_neg` toward a target
+//!   gap between the mean confidence on positives and on negatives.
 //! - [`metrics`]: mAP exactly as the paper computes it, macro mAP over classes with positives,
 //!   per-class AP, and CP/CR/CF1/OP/OR/OF1 at a threshold, with a batch accumulator.
 //!
 //! What this crate is not for: images, files, models. It depends on candle only, so any candle
 //! project can use the loss.
 
+pub mod adaptive;
 mod error;
 mod fast;
 mod kernel;

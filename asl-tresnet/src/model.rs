@@ -19,6 +19,52 @@ const BN_EPS: f64 = 1e-5;
 /// The smallest input side: every stage's blur needs at least 2 pixels to reflect-pad.
 pub const MIN_INPUT_SIDE: usize = 20;
 
+/// How one forward pass runs: training mode (batch statistics) and the autocast dtype of the
+/// convolutions and the classifier (`None`: everything in the weights' dtype).
+#[derive(Clone, Copy, Debug)]
+struct Pass {
+    train: bool,
+    autocast: Option<DType>,
+}
+
+/// `x` through `conv`, with the product in `autocast`'s dtype when one is given (input and weight
+/// cast, the result cast back to `x`'s dtype; the bias added after, in `x`'s dtype). The casts
+/// are part of the autograd graph, so the gradient reaches the f32 weights.
+fn conv_autocast(conv: &Conv2d, x: &Tensor, autocast: Option<DType>) -> Result<Tensor> {
+    match autocast {
+        Some(dt) if dt != x.dtype() => {
+            let c = conv.config();
+            let w = conv.weight().to_dtype(dt)?;
+            let y = x
+                .to_dtype(dt)?
+                .conv2d(&w, c.padding, c.stride, c.dilation, c.groups)?
+                .to_dtype(x.dtype())?;
+            match conv.bias() {
+                Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+                None => Ok(y),
+            }
+        }
+        _ => conv.forward(x),
+    }
+}
+
+/// `x` `[N, F]` through `linear`, the product in `autocast`'s dtype as [`conv_autocast`].
+fn linear_autocast(linear: &Linear, x: &Tensor, autocast: Option<DType>) -> Result<Tensor> {
+    match autocast {
+        Some(dt) if dt != x.dtype() => {
+            let y = x
+                .to_dtype(dt)?
+                .matmul(&linear.weight().to_dtype(dt)?.t()?)?
+                .to_dtype(x.dtype())?;
+            match linear.bias() {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            }
+        }
+        _ => linear.forward(x),
+    }
+}
+
 /// The classifier on top of the pooled features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeadKind {
@@ -171,10 +217,10 @@ impl ConvBn {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.conv.forward(x)?;
+    fn forward_t(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        let x = conv_autocast(&self.conv, x, pass.autocast)?;
         let x = match &self.bn {
-            Some(bn) => bn.forward_t(&x, train)?,
+            Some(bn) => bn.forward_t(&x, pass.train)?,
             None => x,
         };
         let x = match self.slope {
@@ -343,11 +389,11 @@ impl Downsample {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         if self.pool {
-            self.conv.forward_t(&avg_pool_2x2_ceil(x)?, train)
+            self.conv.forward_t(&avg_pool_2x2_ceil(x)?, pass)
         } else {
-            self.conv.forward_t(x, train)
+            self.conv.forward_t(x, pass)
         }
     }
 }
@@ -430,10 +476,10 @@ impl Block {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         let (out, downsample) = match self {
             Block::Basic(b) => {
-                let out = b.conv2.forward_t(&b.conv1.forward_t(x, train)?, train)?;
+                let out = b.conv2.forward_t(&b.conv1.forward_t(x, pass)?, pass)?;
                 let out = match &b.se {
                     Some(se) => se.forward(&out)?,
                     None => out,
@@ -441,16 +487,16 @@ impl Block {
                 (out, &b.downsample)
             }
             Block::Bottleneck(b) => {
-                let out = b.conv2.forward_t(&b.conv1.forward_t(x, train)?, train)?;
+                let out = b.conv2.forward_t(&b.conv1.forward_t(x, pass)?, pass)?;
                 let out = match &b.se {
                     Some(se) => se.forward(&out)?,
                     None => out,
                 };
-                (b.conv3.forward_t(&out, train)?, &b.downsample)
+                (b.conv3.forward_t(&out, pass)?, &b.downsample)
             }
         };
         let shortcut = match downsample {
-            Some(d) => d.forward_t(x, train)?,
+            Some(d) => d.forward_t(x, pass)?,
             None => x.clone(),
         };
         (out + shortcut)?.relu()
@@ -472,6 +518,8 @@ pub struct TResNet {
     head: Head,
     /// The CPU f32 engine of the inference path (f32 weights on the CPU only).
     pub(crate) engine: Option<std::sync::Arc<crate::infer::Engine>>,
+    /// Autocast dtype of the convolutions and the classifier (see [`TResNet::with_autocast`]).
+    autocast: Option<DType>,
 }
 
 impl TResNet {
@@ -585,7 +633,39 @@ impl TResNet {
             stages,
             head,
             engine: None,
+            autocast: None,
         })
+    }
+
+    /// Mixed precision, as PyTorch's autocast does it: every convolution and the classifier
+    /// multiply in `dtype` (bf16 or f16; inputs and weights cast on the fly, results cast back),
+    /// while BatchNorm, activations, the blur, SE, residual sums, pooling and the logits stay in
+    /// the weights' dtype (f32), so a loss on the logits is computed in f32. The weights stay
+    /// f32 (the optimiser's master copy); gradients flow back through the casts. `None` turns
+    /// it off. Not for the folded inference path. bf16 needs CUDA (candle's CPU matrix product
+    /// has no bf16); f16 also runs on the CPU, but has a narrow range: without loss scaling small
+    /// gradients underflow, so train in bf16 (or f32).
+    pub fn with_autocast(mut self, dtype: Option<DType>) -> Result<Self> {
+        if let Some(dt) = dtype {
+            if !matches!(dt, DType::BF16 | DType::F16) {
+                candle_core::bail!("autocast runs in bf16 or f16, not {dt:?}");
+            }
+            if self.is_inference() {
+                candle_core::bail!("autocast is for the training path, not the folded model");
+            }
+            if dt == DType::BF16 && self.stem.conv.weight().device().is_cpu() {
+                candle_core::bail!(
+                    "bf16 autocast needs a CUDA device (candle's CPU matrix product has no bf16)"
+                );
+            }
+        }
+        self.autocast = dtype;
+        Ok(self)
+    }
+
+    /// The autocast dtype (`None`: off).
+    pub fn autocast(&self) -> Option<DType> {
+        self.autocast
     }
 
     pub fn config(&self) -> &TResNetConfig {
@@ -633,6 +713,7 @@ impl TResNet {
             },
             cfg: self.cfg,
             engine,
+            autocast: None,
         })
     }
 
@@ -678,10 +759,14 @@ impl TResNet {
                 .features(&x.to_device(&candle_core::Device::Cpu)?, false)?
                 .0);
         }
-        let mut x = self.stem.forward_t(&space_to_depth(x)?, train)?;
+        let pass = Pass {
+            train,
+            autocast: self.autocast,
+        };
+        let mut x = self.stem.forward_t(&space_to_depth(x)?, pass)?;
         for stage in &self.stages {
             for block in stage {
-                x = block.forward_t(&x, train)?;
+                x = block.forward_t(&x, pass)?;
             }
         }
         x.flatten_from(2)?.mean(D::Minus1)
@@ -694,9 +779,12 @@ impl TResNet {
     }
 
     fn head_forward(&self, f: &Tensor) -> Result<Tensor> {
+        let ac = self.autocast;
         match &self.head {
-            Head::Linear(fc) => fc.forward(f),
-            Head::Bottleneck { embedding, fc } => fc.forward(&embedding.forward(f)?),
+            Head::Linear(fc) => linear_autocast(fc, f, ac),
+            Head::Bottleneck { embedding, fc } => {
+                linear_autocast(fc, &linear_autocast(embedding, f, ac)?, ac)
+            }
         }
     }
 

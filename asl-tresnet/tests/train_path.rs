@@ -229,3 +229,88 @@ fn frozen_backbone_trains_only_the_head() {
     assert_eq!(stem0, snapshot("body.conv1.conv.weight"), "backbone frozen");
     assert_ne!(head0, snapshot("head.fc.weight"), "head trained");
 }
+
+/// Flattened f64 values of a tensor.
+fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn autocast_tracks_f32_and_trains_the_f32_weights() {
+    // The mechanism is dtype-generic; on the CPU candle multiplies f16 but not bf16, so f16
+    // stands in here (bf16 runs on CUDA: scripts/device-check.sh).
+    let dev = Device::Cpu;
+    let vars = VarMap::new();
+    let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.125, false, 5);
+    let model = TResNet::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, &dev)).unwrap();
+    let mixed = model.clone().with_autocast(Some(DType::F16)).unwrap();
+    assert_eq!(mixed.autocast(), Some(DType::F16));
+    let x = Tensor::rand(0f32, 1., (3, 3, 32, 40), &dev).unwrap();
+
+    // eval: the logits are f32 and close to the f32 model's, but not equal (bf16 products)
+    let full = model.forward_t(&x, false).unwrap();
+    let half = mixed.forward_t(&x, false).unwrap();
+    assert_eq!(
+        half.dtype(),
+        DType::F32,
+        "logits (and so the loss) stay f32"
+    );
+    let (a, b) = (values(&full), values(&half));
+    let scale = a.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f64, |m, (p, q)| m.max((p - q).abs()));
+    assert!(
+        diff > 0.0,
+        "autocast changed nothing: the products did not run in f16"
+    );
+    assert!(diff < 0.02 * scale, "f16 logits drift: {diff} of {scale}");
+
+    // train: every parameter gets an f32 gradient pointing where the f32 model's points
+    let r = Tensor::randn(0f32, 1., (3, 5), &dev).unwrap();
+    let grads_of = |m: &TResNet| {
+        (m.forward_t(&x, true).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+    };
+    let (g_full, g_half) = (grads_of(&model), grads_of(&mixed));
+    let data = vars.data().lock().unwrap();
+    for (name, var) in data.iter() {
+        if name.contains("running_") {
+            continue;
+        }
+        let gh = g_half
+            .get(var)
+            .unwrap_or_else(|| panic!("no gradient for {name} under autocast"));
+        assert_eq!(gh.dtype(), DType::F32, "{name}");
+        if name == "body.conv1.conv.weight" || name == "head.fc.weight" {
+            let c = cosine(&values(g_full.get(var).unwrap()), &values(gh));
+            assert!(c > 0.98, "{name}: cosine {c} between f32 and f16 gradients");
+        }
+    }
+    drop(data);
+
+    assert!(model.clone().with_autocast(Some(DType::F32)).is_err());
+    let err = model
+        .clone()
+        .with_autocast(Some(DType::BF16))
+        .expect_err("bf16 on the CPU");
+    assert!(err.to_string().contains("CUDA"), "{err}");
+    let folded = model.into_inference().unwrap();
+    assert!(folded.with_autocast(Some(DType::F16)).is_err());
+}
