@@ -761,12 +761,12 @@ pub fn fit(
                 .map(|l| l.max(0.0))
                 .collect();
             let y = Tensor::from_vec(y, (n, k), &opts.device)?;
-            let logits = model.forward_t(&x, true)?;
             let loss_fn = AsymmetricLoss::new(AslConfig {
                 gamma_neg: state.gamma_neg,
                 ..cfg.loss
             });
-            let loss = loss_fn.forward(&logits, &y)?;
+            let (logits, loss, grads) =
+                model.train_step(&x, &|logits| loss_fn.forward(logits, &y))?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
                 if cfg.skip_nonfinite {
@@ -792,8 +792,7 @@ pub fn fit(
                         .join(", ")
                 );
             }
-            let grads = loss.backward()?;
-            step_gap.push(&logits.detach(), &y)?;
+            step_gap.push(&logits, &y)?;
             for (i, (_, var, _)) in adam.params.iter().enumerate() {
                 if let Some(g) = grads.get(var.as_tensor()) {
                     pending[i] = Some(match pending[i].take() {

@@ -17,16 +17,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Channel-major activations `[c, n, h, w]`.
-struct Act {
-    data: Vec<f32>,
-    c: usize,
-    n: usize,
-    h: usize,
-    w: usize,
+pub(crate) struct Act {
+    pub(crate) data: Vec<f32>,
+    pub(crate) c: usize,
+    pub(crate) n: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
 }
 
 impl Act {
-    fn plane(&self) -> usize {
+    pub(crate) fn plane(&self) -> usize {
         self.h * self.w
     }
 }
@@ -34,7 +34,7 @@ impl Act {
 /// Buffers freed during one forward pass, handed out again best-fit; and, when profiling, the
 /// time spent in each kind of op.
 #[derive(Default)]
-struct Pool {
+pub(crate) struct Pool {
     free: Vec<Vec<f32>>,
     profile: Option<Vec<(&'static str, Duration)>>,
 }
@@ -80,7 +80,7 @@ impl Pool {
     }
 }
 
-fn tensor_f32(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn tensor_f32(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
 }
 
@@ -411,7 +411,7 @@ unsafe fn gemm_f32(
 /// `img * h * w + y * w + x` holds channel `ch` of image `img` at `(y + ky - 1, x + kx - 1)`,
 /// zero outside the image. Every element is written (no zero-fill first). Parallel over
 /// channels when the range is the whole matrix.
-fn im2col3x3(x: &Act, out: &mut [f32], j0: usize, j1: usize) {
+pub(crate) fn im2col3x3(x: &Act, out: &mut [f32], j0: usize, j1: usize) {
     let (n, h, w) = (x.n, x.h, x.w);
     let plane = h * w;
     let width = j1 - j0;
@@ -456,7 +456,7 @@ fn im2col3x3(x: &Act, out: &mut [f32], j0: usize, j1: usize) {
 }
 
 /// `AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)` on every plane.
-fn avg_pool_2x2_ceil(x: &Act, pool: &mut Pool) -> Act {
+pub(crate) fn avg_pool_2x2_ceil(x: &Act, pool: &mut Pool) -> Act {
     let (h, w) = (x.h, x.w);
     let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
     let mut out = pool.take(x.c * x.n * ho * wo);
@@ -700,7 +700,14 @@ impl Engine {
 
 /// `[N, C, H, W]` pixels to the CNHW space-to-depth activation `[16 C, N, H/4, W/4]`, channel
 /// `(dy * 4 + dx) * C + c` as timm's `SpaceToDepth`.
-fn space_to_depth_cnhw(x: &[f32], n: usize, c: usize, h: usize, w: usize, pool: &mut Pool) -> Act {
+pub(crate) fn space_to_depth_cnhw(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    pool: &mut Pool,
+) -> Act {
     let (ho, wo) = (h / 4, w / 4);
     let mut out = pool.take(16 * c * n * ho * wo);
     out.par_chunks_mut(ho * wo).enumerate().for_each(|(p, o)| {

@@ -20,6 +20,7 @@ pub mod model;
 pub mod ops;
 pub mod pretrained;
 pub mod registry;
+mod train_engine;
 pub mod weights;
 
 pub use asl_core;

@@ -188,12 +188,12 @@ impl TResNetConfig {
 /// Conv (no bias, padding k/2, stride 1), BatchNorm, an optional LeakyReLU, and for a strided
 /// layer the anti-aliasing blur: timm's `ConvNormAct` with `aa_layer=BlurPool2d`.
 #[derive(Clone, Debug)]
-struct ConvBn {
-    conv: Conv2d,
+pub(crate) struct ConvBn {
+    pub(crate) conv: Conv2d,
     /// `None` once folded into `conv` (inference path).
-    bn: Option<BatchNorm>,
-    slope: Option<f64>,
-    blur: bool,
+    pub(crate) bn: Option<BatchNorm>,
+    pub(crate) slope: Option<f64>,
+    pub(crate) blur: bool,
 }
 
 impl ConvBn {
@@ -321,9 +321,9 @@ pub fn space_to_depth(x: &Tensor) -> Result<Tensor> {
 
 /// Squeeze-and-excitation: global mean, 1x1 conv, ReLU, 1x1 conv, sigmoid, rescale.
 #[derive(Clone, Debug)]
-struct SqueezeExcite {
-    fc1: Conv2d,
-    fc2: Conv2d,
+pub(crate) struct SqueezeExcite {
+    pub(crate) fc1: Conv2d,
+    pub(crate) fc2: Conv2d,
 }
 
 impl SqueezeExcite {
@@ -344,9 +344,9 @@ impl SqueezeExcite {
 
 /// The shortcut of a stage's first block: optional 2x2 average pool, then 1x1 conv + BN.
 #[derive(Clone, Debug)]
-struct Downsample {
-    pool: bool,
-    conv: ConvBn,
+pub(crate) struct Downsample {
+    pub(crate) pool: bool,
+    pub(crate) conv: ConvBn,
 }
 
 impl SqueezeExcite {
@@ -399,20 +399,20 @@ impl Downsample {
 }
 
 #[derive(Clone, Debug)]
-struct BasicBlock {
-    conv1: ConvBn,
-    conv2: ConvBn,
-    se: Option<SqueezeExcite>,
-    downsample: Option<Downsample>,
+pub(crate) struct BasicBlock {
+    pub(crate) conv1: ConvBn,
+    pub(crate) conv2: ConvBn,
+    pub(crate) se: Option<SqueezeExcite>,
+    pub(crate) downsample: Option<Downsample>,
 }
 
 #[derive(Clone, Debug)]
-struct Bottleneck {
-    conv1: ConvBn,
-    conv2: ConvBn,
-    se: Option<SqueezeExcite>,
-    conv3: ConvBn,
-    downsample: Option<Downsample>,
+pub(crate) struct Bottleneck {
+    pub(crate) conv1: ConvBn,
+    pub(crate) conv2: ConvBn,
+    pub(crate) se: Option<SqueezeExcite>,
+    pub(crate) conv3: ConvBn,
+    pub(crate) downsample: Option<Downsample>,
 }
 
 impl Bottleneck {
@@ -420,7 +420,7 @@ impl Bottleneck {
 }
 
 #[derive(Clone, Debug)]
-enum Block {
+pub(crate) enum Block {
     Basic(BasicBlock),
     Bottleneck(Bottleneck),
 }
@@ -504,7 +504,7 @@ impl Block {
 }
 
 #[derive(Clone, Debug)]
-enum Head {
+pub(crate) enum Head {
     Linear(Linear),
     Bottleneck { embedding: Linear, fc: Linear },
 }
@@ -513,9 +513,9 @@ enum Head {
 #[derive(Clone, Debug)]
 pub struct TResNet {
     cfg: TResNetConfig,
-    stem: ConvBn,
-    stages: Vec<Vec<Block>>,
-    head: Head,
+    pub(crate) stem: ConvBn,
+    pub(crate) stages: Vec<Vec<Block>>,
+    pub(crate) head: Head,
     /// The CPU f32 engine of the inference path (f32 weights on the CPU only).
     pub(crate) engine: Option<std::sync::Arc<crate::infer::Engine>>,
     /// Autocast dtype of the convolutions and the classifier (see [`TResNet::with_autocast`]).
@@ -786,6 +786,49 @@ impl TResNet {
                 linear_autocast(fc, &linear_autocast(embedding, f, ac)?, ac)
             }
         }
+    }
+
+    /// One training step's forward and backward pass: the logits in training mode (BatchNorm on
+    /// batch statistics, running statistics updated), `loss_of(logits)`, and the gradient of
+    /// that loss for every parameter (a [`GradStore`](candle_core::backprop::GradStore) keyed
+    /// by the parameter tensors, as `loss.backward()` would give). With f32 weights on the
+    /// CPU, no autocast and a linear head, it runs on the CPU training engine
+    /// (`train_engine.rs`: channel-major activations, matrix-product convolutions with
+    /// hand-written backward passes); otherwise on candle's autograd.
+    pub fn train_step(
+        &self,
+        x: &Tensor,
+        loss_of: &dyn Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor, candle_core::backprop::GradStore)> {
+        Self::check_input(x)?;
+        if self.is_inference() {
+            candle_core::bail!(
+                "this TResNet is the folded inference path: it cannot run in training mode"
+            );
+        }
+        let weight = self.stem.conv.weight();
+        let engine = weight.dtype() == DType::F32
+            && weight.device().is_cpu()
+            && x.device().is_cpu()
+            && self.autocast.is_none()
+            && matches!(self.head, Head::Linear(_));
+        if engine {
+            return crate::train_engine::train_step(self, &x.to_dtype(DType::F32)?, loss_of);
+        }
+        self.train_step_autograd(x, loss_of)
+    }
+
+    /// The same step on candle's autograd whatever the device and dtype (the reference the
+    /// engine is tested against).
+    pub fn train_step_autograd(
+        &self,
+        x: &Tensor,
+        loss_of: &dyn Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor, candle_core::backprop::GradStore)> {
+        let logits = self.forward_t(x, true)?;
+        let loss = loss_of(&logits)?;
+        let grads = loss.backward()?;
+        Ok((logits.detach(), loss, grads))
     }
 
     /// Logits of the CPU f32 inference path with the time spent in each kind of layer
