@@ -286,6 +286,22 @@ impl Adam {
         for (i, (_, var, decay)) in self.params.iter().enumerate() {
             let Some(g) = &grads[i] else { continue };
             let w = var.as_tensor();
+            let wd = if *decay { self.weight_decay } else { 0.0 };
+            if inplace::eligible(&[w, g, &self.m[i], &self.v[i]]) {
+                // CPU f32: three in-place passes, nothing allocated
+                self.m[i].inplace_op3(g, w, &inplace::Moment::new(beta1, wd, false))?;
+                self.v[i].inplace_op3(g, w, &inplace::Moment::new(self.beta2, wd, true))?;
+                w.inplace_op3(
+                    &self.m[i],
+                    &self.v[i],
+                    &inplace::AdamUpdate {
+                        step_size: (lr / bc1) as f32,
+                        sqrt_bc2: bc2.sqrt() as f32,
+                        eps: self.eps as f32,
+                    },
+                )?;
+                continue;
+            }
             let g = if *decay && self.weight_decay > 0.0 {
                 (g + (w * self.weight_decay)?)?
             } else {
@@ -832,7 +848,12 @@ pub fn fit(
                 };
                 for (name, var) in &named {
                     if let Some(old) = e.get_mut(name) {
-                        *old = ((&*old * d)? + (var.as_tensor() * (1.0 - d))?)?;
+                        let w = var.as_tensor();
+                        if inplace::eligible(&[old, w]) {
+                            old.inplace_op2(w, &inplace::Ema { decay: d as f32 })?;
+                        } else {
+                            *old = ((&*old * d)? + (w * (1.0 - d))?)?;
+                        }
                     }
                 }
             }
@@ -978,6 +999,146 @@ fn read_checkpoint(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<Stri
         path,
         &Device::Cpu,
     )?)
+}
+
+/// In-place CPU f32 updates of the optimiser and the EMA: one pass each, no allocation (as
+/// tensor ops, each step would allocate and fault in several copies of every parameter).
+mod inplace {
+    use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+    use rayon::prelude::*;
+
+    const CHUNK: usize = 1 << 14;
+
+    /// Whether every tensor is a contiguous f32 CPU tensor of the same shape.
+    pub(super) fn eligible(ts: &[&Tensor]) -> bool {
+        ts.iter().all(|t| {
+            t.device().is_cpu()
+                && t.dtype() == candle_core::DType::F32
+                && t.is_contiguous()
+                && t.shape() == ts[0].shape()
+        })
+    }
+
+    fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+        match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+            _ => candle_core::bail!("in-place update: a contiguous f32 tensor is needed"),
+        }
+    }
+
+    fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
+        match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+            _ => candle_core::bail!("in-place update: a contiguous f32 tensor is needed"),
+        }
+    }
+
+    /// `m = beta m + (1 - beta) h(g + wd w)`, `h` the identity or the square.
+    pub(super) struct Moment {
+        beta: f32,
+        wd: f32,
+        square: bool,
+    }
+
+    impl Moment {
+        pub(super) fn new(beta: f64, wd: f64, square: bool) -> Self {
+            Moment {
+                beta: beta as f32,
+                wd: wd as f32,
+                square,
+            }
+        }
+    }
+
+    impl InplaceOp3 for Moment {
+        fn name(&self) -> &'static str {
+            "adam-moment"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &mut CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<()> {
+            let (g, w) = (slice(s2, l2)?, slice(s3, l3)?);
+            let m = slice_mut(s1, l1)?;
+            let (beta, wd, square) = (self.beta, self.wd, self.square);
+            m.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK).zip(w.par_chunks(CHUNK)))
+                .for_each(|(m, (g, w))| {
+                    for ((m, &g), &w) in m.iter_mut().zip(g).zip(w) {
+                        let e = g + wd * w;
+                        let h = if square { e * e } else { e };
+                        *m = beta * *m + (1.0 - beta) * h;
+                    }
+                });
+            Ok(())
+        }
+    }
+
+    /// `w -= step_size * m / (sqrt(v) / sqrt_bc2 + eps)`.
+    pub(super) struct AdamUpdate {
+        pub(super) step_size: f32,
+        pub(super) sqrt_bc2: f32,
+        pub(super) eps: f32,
+    }
+
+    impl InplaceOp3 for AdamUpdate {
+        fn name(&self) -> &'static str {
+            "adam-update"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &mut CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<()> {
+            let (m, v) = (slice(s2, l2)?, slice(s3, l3)?);
+            let w = slice_mut(s1, l1)?;
+            let (step, bc, eps) = (self.step_size, self.sqrt_bc2, self.eps);
+            w.par_chunks_mut(CHUNK)
+                .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+                .for_each(|(w, (m, v))| {
+                    for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+                        *w -= step * m / (v.sqrt() / bc + eps);
+                    }
+                });
+            Ok(())
+        }
+    }
+
+    /// `e = decay e + (1 - decay) w`.
+    pub(super) struct Ema {
+        pub(super) decay: f32,
+    }
+
+    impl InplaceOp2 for Ema {
+        fn name(&self) -> &'static str {
+            "ema"
+        }
+
+        fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+            let w = slice(s2, l2)?;
+            let e = slice_mut(s1, l1)?;
+            let d = self.decay;
+            e.par_chunks_mut(CHUNK)
+                .zip(w.par_chunks(CHUNK))
+                .for_each(|(e, w)| {
+                    for (e, &w) in e.iter_mut().zip(w) {
+                        *e = d * *e + (1.0 - d) * w;
+                    }
+                });
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
