@@ -124,10 +124,103 @@ fn bn_parts(bn: &Option<BatchNorm>) -> Result<&BatchNorm> {
         .ok_or_else(|| candle_core::Error::Msg("training engine: the layer is folded".into()))
 }
 
+thread_local! {
+    /// Buffers of earlier layers and steps, handed out again (best fit) so that a step
+    /// neither zeroes nor faults in fresh memory for every activation.
+    static FREE: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `len` values with unspecified contents (a recycled one when one is large
+/// enough).
+fn take(len: usize) -> Vec<f32> {
+    let reused = FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        let best = f
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        best.map(|i| f.swap_remove(i))
+    });
+    match reused {
+        Some(mut b) => {
+            b.truncate(len);
+            b.resize(len, 0.0);
+            b
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// A buffer of `len` zeros.
+fn take_zeroed(len: usize) -> Vec<f32> {
+    let mut b = take(len);
+    b.fill(0.0);
+    b
+}
+
+/// Returns a buffer for reuse.
+fn give(b: Vec<f32>) {
+    if b.capacity() >= 1024 {
+        FREE.with(|f| f.borrow_mut().push(b));
+    }
+}
+
+/// Returns an activation's buffer when this was its last holder.
+fn give_act(a: Rc<Act>) {
+    if let Ok(a) = Rc::try_unwrap(a) {
+        give(a.data);
+    }
+}
+
+/// `Σ f(v)` over `x`, accumulated in 16 f32 lanes (vectorised) per block of 4096 values, the
+/// blocks summed in f64.
+#[inline]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    x.chunks(4096)
+        .map(|block| {
+            let mut acc = [0f32; 16];
+            let mut it = block.chunks_exact(16);
+            for c in &mut it {
+                for i in 0..16 {
+                    acc[i] += f(c[i]);
+                }
+            }
+            let rest: f32 = it.remainder().iter().map(|&v| f(v)).sum();
+            acc.iter().map(|&v| v as f64).sum::<f64>() + rest as f64
+        })
+        .sum()
+}
+
+/// `Σ a·b`, accumulated as [`lane_sum`].
+#[inline]
+fn lane_dot(a: &[f32], b: &[f32]) -> f64 {
+    a.chunks(4096)
+        .zip(b.chunks(4096))
+        .map(|(a, b)| {
+            let mut acc = [0f32; 16];
+            let (mut ia, mut ib) = (a.chunks_exact(16), b.chunks_exact(16));
+            for (ca, cb) in (&mut ia).zip(&mut ib) {
+                for i in 0..16 {
+                    acc[i] += ca[i] * cb[i];
+                }
+            }
+            let rest: f32 = ia
+                .remainder()
+                .iter()
+                .zip(ib.remainder())
+                .map(|(x, y)| x * y)
+                .sum();
+            acc.iter().map(|&v| v as f64).sum::<f64>() + rest as f64
+        })
+        .sum()
+}
+
 /// The im2col matrix `[c * 9, n * h * w]` of a 3x3 convolution's input.
 fn cols3x3(x: &Act) -> Vec<f32> {
     let m = x.n * x.plane();
-    let mut cols = vec![0f32; x.c * 9 * m];
+    let mut cols = take(x.c * 9 * m);
     im2col3x3(x, &mut cols, 0, m);
     cols
 }
@@ -137,7 +230,7 @@ fn cols3x3(x: &Act) -> Vec<f32> {
 fn col2im3x3(dcols: &[f32], c: usize, n: usize, h: usize, w: usize) -> Vec<f32> {
     let plane = h * w;
     let m = n * plane;
-    let mut dx = vec![0f32; c * m];
+    let mut dx = take_zeroed(c * m);
     dx.par_chunks_mut(m).enumerate().for_each(|(ch, d)| {
         for tap in 0..9 {
             let (ky, kx) = (tap / 3, tap % 3);
@@ -176,7 +269,7 @@ fn blur_backward(dout: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
         }
     };
     let taps = [1f32 / 16.0, 2.0 / 16.0, 1.0 / 16.0];
-    let mut dx = vec![0f32; planes * h * w];
+    let mut dx = take_zeroed(planes * h * w);
     dx.par_chunks_mut(h * w)
         .zip(dout.par_chunks(ho * wo))
         .for_each(|(d, g)| {
@@ -204,7 +297,7 @@ fn blur_backward(dout: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
 /// The adjoint of `AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)`.
 fn avg_pool_backward(dout: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
     let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
-    let mut dx = vec![0f32; planes * h * w];
+    let mut dx = take(planes * h * w);
     dx.par_chunks_mut(h * w)
         .zip(dout.par_chunks(ho * wo))
         .for_each(|(d, g)| {
@@ -261,7 +354,7 @@ impl ConvBn {
         let weight = tensor_f32(self.conv.weight())?;
         let m = x.n * x.plane();
         let kk = c_in * k * k;
-        let mut y = vec![0f32; c_out * m];
+        let mut y = take(c_out * m);
         if k == 1 {
             matmul(
                 &mut y,
@@ -275,22 +368,17 @@ impl ConvBn {
         } else {
             let cols = cols3x3(&x);
             matmul(&mut y, false, (c_out, m, kk), &weight, false, &cols, false);
+            give(cols);
         }
         // batch statistics, normalisation (in place: y becomes xhat), affine, activation
         let eps = bn.eps();
         let stats: Vec<(f32, f32)> = y
             .par_chunks(m)
             .map(|row| {
-                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / m as f64;
-                let var = row
-                    .iter()
-                    .map(|&v| {
-                        let d = v as f64 - mean;
-                        d * d
-                    })
-                    .sum::<f64>()
-                    / m as f64;
-                (mean as f32, var as f32)
+                let mean = lane_sum(row, |v| v) / m as f64;
+                let mf = mean as f32;
+                let var = lane_sum(row, |v| (v - mf) * (v - mf)) / m as f64;
+                (mf, var as f32)
             })
             .collect();
         let inv_std: Vec<f32> = stats
@@ -298,7 +386,7 @@ impl ConvBn {
             .map(|&(_, v)| (1.0 / (v as f64 + eps).sqrt()) as f32)
             .collect();
         let slope = self.slope.map(|s| s as f32);
-        let mut out = vec![0f32; c_out * m];
+        let mut out = take(c_out * m);
         y.par_chunks_mut(m)
             .zip(out.par_chunks_mut(m))
             .enumerate()
@@ -320,8 +408,9 @@ impl ConvBn {
         let (h, w) = (x.h, x.w);
         let out = if self.blur {
             let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
-            let mut blurred = vec![0f32; c_out * x.n * ho * wo];
+            let mut blurred = take(c_out * x.n * ho * wo);
             crate::ops::blur_planes_into(&out, &mut blurred, h, w);
+            give(out);
             Act {
                 data: blurred,
                 c: c_out,
@@ -363,7 +452,9 @@ impl ConvBn {
         let n = s.input.n;
         let m = n * s.h * s.w;
         let mut dz = if self.blur {
-            blur_backward(&dout, c_out * n, s.h, s.w)
+            let d = blur_backward(&dout, c_out * n, s.h, s.w);
+            give(dout);
+            d
         } else {
             dout
         };
@@ -380,16 +471,15 @@ impl ConvBn {
             .enumerate()
             .map(|(ch, (d, xh))| {
                 let (g, b) = (s.gamma[ch], beta[ch]);
-                let (mut dbeta, mut dgamma) = (0f64, 0f64);
-                for (dv, &xv) in d.iter_mut().zip(xh) {
-                    if let Some(sl) = slope {
+                if let Some(sl) = slope {
+                    for (dv, &xv) in d.iter_mut().zip(xh) {
                         if g * xv + b < 0.0 {
                             *dv *= sl;
                         }
                     }
-                    dbeta += *dv as f64;
-                    dgamma += (*dv * xv) as f64;
                 }
+                let dbeta = lane_sum(d, |v| v);
+                let dgamma = lane_dot(d, xh);
                 let (mb, mg) = ((dbeta / m as f64) as f32, (dgamma / m as f64) as f32);
                 let scale = g * s.inv_std[ch];
                 for (dv, &xv) in d.iter_mut().zip(xh) {
@@ -416,12 +506,16 @@ impl ConvBn {
         } else {
             let cols = cols3x3(&s.input);
             matmul(&mut dw, false, (c_out, kk, m), &dy, false, &cols, true);
+            give(cols);
         }
         grads.put(self.conv.weight(), dw)?;
+        give(s.xhat);
+        give_act(s.input);
         if !need_input {
+            give(dy);
             return Ok(None);
         }
-        let mut dcols = vec![0f32; kk * m];
+        let mut dcols = take(kk * m);
         matmul(
             &mut dcols,
             false,
@@ -431,10 +525,13 @@ impl ConvBn {
             &dy,
             false,
         );
+        give(dy);
         Ok(Some(if k == 1 {
             dcols
         } else {
-            col2im3x3(&dcols, c_in, n, s.h, s.w)
+            let dx = col2im3x3(&dcols, c_in, n, s.h, s.w);
+            give(dcols);
+            dx
         }))
     }
 }
@@ -465,7 +562,7 @@ impl SqueezeExcite {
         let means: Vec<f32> = x
             .data
             .par_chunks(plane)
-            .map(|p| p.iter().sum::<f32>() / plane as f32)
+            .map(|p| (lane_sum(p, |v| v) / plane as f64) as f32)
             .collect();
         // hidden [r, n] = relu(W1 [r, c] · means [c, n] + b1)
         let mut hidden = vec![0f32; r * n];
@@ -479,7 +576,7 @@ impl SqueezeExcite {
             row.iter_mut()
                 .for_each(|v| *v = 1.0 / (1.0 + (-(*v + b2[ch])).exp()));
         }
-        let mut out = vec![0f32; x.data.len()];
+        let mut out = take(x.data.len());
         out.par_chunks_mut(plane)
             .zip(x.data.par_chunks(plane))
             .enumerate()
@@ -516,7 +613,7 @@ impl SqueezeExcite {
             .zip(s.input.data.par_chunks(plane))
             .enumerate()
             .map(|(p, (d, x))| {
-                let dg: f32 = d.iter().zip(x).map(|(a, b)| a * b).sum();
+                let dg = lane_dot(d, x) as f32;
                 let g = s.gates[p];
                 dg * g * (1.0 - g)
             })
@@ -544,6 +641,7 @@ impl SqueezeExcite {
             let (g, dm) = (s.gates[p], dmeans[p] / plane as f32);
             d.iter_mut().for_each(|v| *v = *v * g + dm);
         });
+        give_act(s.input);
         let shaped = |conv: &Conv2d| conv.weight().clone();
         grads.put(&shaped(&self.fc1), dw1)?;
         grads.put(&shaped(&self.fc2), dw2)?;
@@ -633,7 +731,7 @@ impl Block {
             }
             None => (x, None),
         };
-        let mut out = vec![0f32; cur.data.len()];
+        let mut out = take(cur.data.len());
         out.par_iter_mut()
             .zip(cur.data.par_iter().zip(shortcut.data.par_iter()))
             .for_each(|(o, (&a, &b))| *o = (a + b).max(0.0));
@@ -669,11 +767,16 @@ impl Block {
                     *d = 0.0;
                 }
             });
-        drop(s.out);
+        give_act(s.out);
         // the residual sum's gradient goes to the shortcut and to the branch
+        let copy = |d: &[f32]| {
+            let mut c = take(d.len());
+            c.copy_from_slice(d);
+            c
+        };
         let dshort = match (downsample, s.shortcut) {
-            (Some(ds), Some(saved)) => ds.train_backward(dout.clone(), saved, grads)?,
-            _ => dout.clone(),
+            (Some(ds), Some(saved)) => ds.train_backward(copy(&dout), saved, grads)?,
+            _ => copy(&dout),
         };
         let mut d = dout;
         let mut se_saved = s.se;
@@ -696,6 +799,7 @@ impl Block {
         d.par_iter_mut()
             .zip(dshort.par_iter())
             .for_each(|(a, &b)| *a += b);
+        give(dshort);
         Ok(d)
     }
 }
