@@ -2,7 +2,7 @@
 //! kernels compute in, and access to candle's CPU storage.
 //!
 //! The per-element functions here are the single source of truth for the fused CPU kernel; a
-//! CUDA kernel (issue 7) mirrors them line by line and is tested against them.
+//! CUDA kernel (`kernels/asl_math.cuh`) mirrors them line by line and is tested against them.
 
 use std::sync::Mutex;
 
@@ -132,6 +132,9 @@ impl Compute for f64 {
 pub(crate) enum CachedGrad {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// On the GPU, in the logits' dtype (the CUDA kernels write it there directly).
+    #[cfg(feature = "cuda")]
+    Cuda(candle_core::CudaStorage),
 }
 
 /// Where a fused op keeps the gradient between its forward and its backward. The forward pass
@@ -146,6 +149,12 @@ fn poisoned() -> candle_core::Error {
 impl GradCache {
     pub(crate) fn put<F: Compute>(&self, g: Vec<F>) -> Result<()> {
         *self.0.lock().map_err(|_| poisoned())? = Some(F::into_cache(g));
+        Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    pub(crate) fn put_cuda(&self, g: candle_core::CudaStorage) -> Result<()> {
+        *self.0.lock().map_err(|_| poisoned())? = Some(CachedGrad::Cuda(g));
         Ok(())
     }
 
@@ -164,18 +173,25 @@ impl GradCache {
 /// Chains the upstream gradient of the op's output into the cached `d output / d logits` and
 /// returns it in the logits' dtype and device. For a reduced (scalar) loss this scales in place;
 /// for `Reduction::None` the upstream gradient has the output's shape (`[N, C]`, or `[N]` for a
-/// per-sample loss, broadcast over the classes).
+/// per-sample loss, broadcast over the classes). A gradient cached on the GPU stays there.
 pub(crate) fn chain_upstream(
     cached: CachedGrad,
     reduction: crate::Reduction,
     grad_res: &Tensor,
     logits: &Tensor,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    let cached = match cached {
+        CachedGrad::Cuda(g) => return crate::cuda::chain_upstream(g, reduction, grad_res, logits),
+        host => host,
+    };
     let shape = logits.shape().clone();
     let grad = if reduction == crate::Reduction::None {
         let g = match cached {
             CachedGrad::F32(v) => Tensor::from_vec(v, shape, &Device::Cpu)?,
             CachedGrad::F64(v) => Tensor::from_vec(v, shape, &Device::Cpu)?,
+            #[cfg(feature = "cuda")]
+            CachedGrad::Cuda(_) => unreachable!("chained on the GPU above"),
         };
         let mut up = grad_res.to_device(&Device::Cpu)?.to_dtype(g.dtype())?;
         while up.rank() < g.rank() {
@@ -187,6 +203,8 @@ pub(crate) fn chain_upstream(
         match cached {
             CachedGrad::F32(v) => Tensor::from_vec(scaled(v, s as f32), shape, &Device::Cpu)?,
             CachedGrad::F64(v) => Tensor::from_vec(scaled(v, s), shape, &Device::Cpu)?,
+            #[cfg(feature = "cuda")]
+            CachedGrad::Cuda(_) => unreachable!("chained on the GPU above"),
         }
     };
     grad.to_dtype(logits.dtype())?.to_device(logits.device())

@@ -7,7 +7,7 @@
 //! `timm/loss/asymmetric_loss.py`.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::AslError;
@@ -607,7 +607,12 @@ impl candle_core::CustomOp2 for FusedAsl {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda::via_cpu2(self, s1, l1, s2, l2)
+        let (out, shape, grad) =
+            crate::cuda::multilabel(&self.cfg, self.want_grad, s1, l1, s2, l2)?;
+        if let Some(g) = grad {
+            self.grad.put_cuda(g)?;
+        }
+        Ok((out, shape))
     }
 
     fn bwd(
@@ -620,15 +625,14 @@ impl candle_core::CustomOp2 for FusedAsl {
         let cached = match self.grad.take()? {
             Some(g) => g,
             None => {
-                // A second backward over the same graph: run the pass again.
+                // A second backward over the same graph: run the pass again, on the logits'
+                // device.
                 let again = FusedAsl {
                     cfg: self.cfg,
                     want_grad: true,
                     grad: GradCache::default(),
                 };
-                logits
-                    .to_device(&Device::Cpu)?
-                    .apply_op2_no_bwd(&targets.to_device(&Device::Cpu)?, &again)?;
+                logits.apply_op2_no_bwd(targets, &again)?;
                 again.grad.take_required()?
             }
         };

@@ -5,7 +5,7 @@
 //! reference.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::AslError;
@@ -416,7 +416,20 @@ impl candle_core::CustomOp2 for FusedSingleLabel {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda::via_cpu2(self, s1, l1, s2, l2)
+        let rows = l1.shape().dims2()?.0;
+        let (out, shape, grad) = crate::cuda::single_label(
+            &self.cfg,
+            self.cfg.scale(rows),
+            self.want_grad,
+            s1,
+            l1,
+            s2,
+            l2,
+        )?;
+        if let Some(g) = grad {
+            self.grad.put_cuda(g)?;
+        }
+        Ok((out, shape))
     }
 
     fn bwd(
@@ -434,9 +447,7 @@ impl candle_core::CustomOp2 for FusedSingleLabel {
                     want_grad: true,
                     grad: GradCache::default(),
                 };
-                logits
-                    .to_device(&Device::Cpu)?
-                    .apply_op2_no_bwd(&targets.to_device(&Device::Cpu)?, &again)?;
+                logits.apply_op2_no_bwd(targets, &again)?;
                 again.grad.take_required()?
             }
         };
