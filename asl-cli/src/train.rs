@@ -1125,7 +1125,13 @@ mod inplace {
             "ema"
         }
 
-        fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        fn cpu_fwd(
+            &self,
+            s1: &mut CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<()> {
             let w = slice(s2, l2)?;
             let e = slice_mut(s1, l1)?;
             let d = self.decay;

@@ -818,6 +818,36 @@ impl TResNet {
         self.train_step_autograd(x, loss_of)
     }
 
+    /// [`Self::train_step`] on the CPU training engine, with the time spent in each kind of
+    /// work (for `asl-cli bench --train --profile`). Only for f32 weights on the CPU, no
+    /// autocast, linear head.
+    #[allow(clippy::type_complexity)]
+    pub fn train_step_profiled(
+        &self,
+        x: &Tensor,
+        loss_of: &dyn Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(
+        Tensor,
+        Tensor,
+        candle_core::backprop::GradStore,
+        Vec<(&'static str, std::time::Duration)>,
+    )> {
+        Self::check_input(x)?;
+        let weight = self.stem.conv.weight();
+        if self.is_inference()
+            || weight.dtype() != DType::F32
+            || !weight.device().is_cpu()
+            || self.autocast.is_some()
+            || !matches!(self.head, Head::Linear(_))
+        {
+            candle_core::bail!(
+                "profiling the training step needs the CPU engine: f32 weights on the CPU, \
+                 training path, no autocast, linear head"
+            );
+        }
+        crate::train_engine::train_step_profiled(self, x, loss_of)
+    }
+
     /// The same step on candle's autograd whatever the device and dtype (the reference the
     /// engine is tested against).
     pub fn train_step_autograd(

@@ -80,6 +80,57 @@ fn matmul(
     }
 }
 
+/// Pieces the reduction of [`matmul_split_k`] is cut into: fixed (not the thread count), so
+/// the partial sums add up in the same order on every machine.
+const K_SPLIT: usize = 8;
+
+/// `dst[m x n] = A · B^T` for `a` `[m x k]` and `b` `[n x k]` (both row-major), with the long
+/// reduction (`k`: a weight gradient sums over every pixel of the batch) cut into
+/// [`K_SPLIT`] pieces computed in parallel and summed in order. The output is small, so this
+/// parallelises where splitting the output would not.
+fn matmul_split_k(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: &[f32], b: &[f32]) {
+    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= n * k);
+    let piece = k.div_ceil(K_SPLIT).max(1);
+    let partials: Vec<Vec<f32>> = (0..k.div_ceil(piece))
+        .into_par_iter()
+        .map(|p| {
+            let (k0, k1) = (p * piece, ((p + 1) * piece).min(k));
+            let mut part = vec![0f32; m * n];
+            // SAFETY: A's rows are read at k0..k1 (< k) of rows of length k, B's likewise;
+            // `part` holds m * n values; nothing overlaps.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k1 - k0,
+                    part.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr().add(k0),
+                    1,
+                    k as isize,
+                    b.as_ptr().add(k0),
+                    k as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+            part
+        })
+        .collect();
+    let out = &mut dst[..m * n];
+    out.fill(0.0);
+    for part in &partials {
+        out.iter_mut().zip(part).for_each(|(o, p)| *o += p);
+    }
+}
+
 /// Gradients of the parameters, summed over the layers that use them.
 struct Grads {
     store: GradStore,
@@ -100,6 +151,8 @@ impl Grads {
 /// What a convolution + BatchNorm layer keeps for its backward pass.
 struct ConvBnSaved {
     input: Rc<Act>,
+    /// A 3x3 layer's im2col matrix, kept from the forward pass for the weight gradient.
+    cols: Option<Vec<f32>>,
     /// The normalised convolution output `[c_out, n * h * w]`.
     xhat: Vec<f32>,
     inv_std: Vec<f32>,
@@ -122,6 +175,32 @@ fn conv_geometry(conv: &Conv2d) -> Result<(usize, usize, usize)> {
 fn bn_parts(bn: &Option<BatchNorm>) -> Result<&BatchNorm> {
     bn.as_ref()
         .ok_or_else(|| candle_core::Error::Msg("training engine: the layer is folded".into()))
+}
+
+thread_local! {
+    /// Time per kind of work, while [`train_step_profiled`] runs.
+    static PROFILE: std::cell::RefCell<Option<Vec<(&'static str, std::time::Duration)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, adding its time to `kind` when profiling.
+fn timed<R>(kind: &'static str, f: impl FnOnce() -> R) -> R {
+    if PROFILE.with(|p| p.borrow().is_none()) {
+        return f();
+    }
+    let start = std::time::Instant::now();
+    let r = f();
+    record(kind, start);
+    r
+}
+
+/// Adds the time since `start` to `kind` when profiling.
+fn record(kind: &'static str, start: std::time::Instant) {
+    PROFILE.with(|p| {
+        if let Some(p) = p.borrow_mut().as_mut() {
+            crate::infer::add_time(p, kind, start.elapsed());
+        }
+    });
 }
 
 thread_local! {
@@ -355,23 +434,21 @@ impl ConvBn {
         let m = x.n * x.plane();
         let kk = c_in * k * k;
         let mut y = take(c_out * m);
-        if k == 1 {
-            matmul(
-                &mut y,
-                false,
-                (c_out, m, kk),
-                &weight,
-                false,
-                &x.data,
-                false,
-            );
+        let cols = if k == 1 {
+            timed("conv forward (1x1 gemm)", || {
+                matmul(&mut y, false, (c_out, m, kk), &weight, false, &x.data, false)
+            });
+            None
         } else {
-            let cols = cols3x3(&x);
-            matmul(&mut y, false, (c_out, m, kk), &weight, false, &cols, false);
-            give(cols);
-        }
+            let cols = timed("im2col", || cols3x3(&x));
+            timed("conv forward (3x3 gemm)", || {
+                matmul(&mut y, false, (c_out, m, kk), &weight, false, &cols, false)
+            });
+            Some(cols)
+        };
         // batch statistics, normalisation (in place: y becomes xhat), affine, activation
         let eps = bn.eps();
+        let bn_start = std::time::Instant::now();
         let stats: Vec<(f32, f32)> = y
             .par_chunks(m)
             .map(|row| {
@@ -405,11 +482,14 @@ impl ConvBn {
         let means: Vec<f32> = stats.iter().map(|s| s.0).collect();
         let vars: Vec<f32> = stats.iter().map(|s| s.1).collect();
         update_running(bn, &means, &vars, m)?;
+        record("batchnorm + act forward", bn_start);
         let (h, w) = (x.h, x.w);
         let out = if self.blur {
             let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
             let mut blurred = take(c_out * x.n * ho * wo);
-            crate::ops::blur_planes_into(&out, &mut blurred, h, w);
+            timed("blur forward", || {
+                crate::ops::blur_planes_into(&out, &mut blurred, h, w)
+            });
             give(out);
             Act {
                 data: blurred,
@@ -429,6 +509,7 @@ impl ConvBn {
         };
         let saved = ConvBnSaved {
             input: x,
+            cols,
             xhat: y,
             inv_std,
             gamma,
@@ -452,7 +533,7 @@ impl ConvBn {
         let n = s.input.n;
         let m = n * s.h * s.w;
         let mut dz = if self.blur {
-            let d = blur_backward(&dout, c_out * n, s.h, s.w);
+            let d = timed("blur backward", || blur_backward(&dout, c_out * n, s.h, s.w));
             give(dout);
             d
         } else {
@@ -465,6 +546,7 @@ impl ConvBn {
         let beta = tensor_f32(beta_t)?;
         let slope = self.slope.map(|sl| sl as f32);
         // activation and BatchNorm backward, per channel: dz becomes dy (the conv output grad)
+        let bn_start = std::time::Instant::now();
         let sums: Vec<(f32, f32)> = dz
             .par_chunks_mut(m)
             .zip(s.xhat.par_chunks(m))
@@ -488,25 +570,22 @@ impl ConvBn {
                 (dgamma as f32, dbeta as f32)
             })
             .collect();
+        record("batchnorm + act backward", bn_start);
         grads.put(gamma_t, sums.iter().map(|v| v.0).collect())?;
         grads.put(beta_t, sums.iter().map(|v| v.1).collect())?;
         let dy = dz;
         let kk = c_in * k * k;
         let mut dw = vec![0f32; c_out * kk];
-        if k == 1 {
-            matmul(
-                &mut dw,
-                false,
-                (c_out, kk, m),
-                &dy,
-                false,
-                &s.input.data,
-                true,
-            );
-        } else {
-            let cols = cols3x3(&s.input);
-            matmul(&mut dw, false, (c_out, kk, m), &dy, false, &cols, true);
-            give(cols);
+        match s.cols {
+            None => timed("conv weight grad (1x1 gemm)", || {
+                matmul_split_k(&mut dw, (c_out, kk, m), &dy, &s.input.data)
+            }),
+            Some(cols) => {
+                timed("conv weight grad (3x3 gemm)", || {
+                    matmul_split_k(&mut dw, (c_out, kk, m), &dy, &cols)
+                });
+                give(cols);
+            }
         }
         grads.put(self.conv.weight(), dw)?;
         give(s.xhat);
@@ -516,20 +595,19 @@ impl ConvBn {
             return Ok(None);
         }
         let mut dcols = take(kk * m);
-        matmul(
-            &mut dcols,
-            false,
-            (kk, m, c_out),
-            &s.weight,
-            true,
-            &dy,
-            false,
-        );
+        let kind = if k == 1 {
+            "conv input grad (1x1 gemm)"
+        } else {
+            "conv input grad (3x3 gemm)"
+        };
+        timed(kind, || {
+            matmul(&mut dcols, false, (kk, m, c_out), &s.weight, true, &dy, false)
+        });
         give(dy);
         Ok(Some(if k == 1 {
             dcols
         } else {
-            let dx = col2im3x3(&dcols, c_in, n, s.h, s.w);
+            let dx = timed("col2im", || col2im3x3(&dcols, c_in, n, s.h, s.w));
             give(dcols);
             dx
         }))
@@ -664,7 +742,7 @@ impl Downsample {
         let pooled_from = self.pool.then_some((x.h, x.w));
         let input = if self.pool {
             let mut pool = Pool::default();
-            Rc::new(avg_pool_2x2_ceil(&x, &mut pool))
+            Rc::new(timed("pooling", || avg_pool_2x2_ceil(&x, &mut pool)))
         } else {
             x
         };
@@ -684,7 +762,7 @@ impl Downsample {
             .train_backward(dout, s.conv, true, grads)?
             .ok_or_else(|| candle_core::Error::Msg("missing shortcut gradient".into()))?;
         Ok(match s.pooled_from {
-            Some((h, w)) => avg_pool_backward(&d, c * n, h, w),
+            Some((h, w)) => timed("pooling", || avg_pool_backward(&d, c * n, h, w)),
             None => d,
         })
     }
@@ -718,7 +796,7 @@ impl Block {
             cur = out;
             if i == 1 {
                 if let Some(se) = se {
-                    let (out, s) = se.train_forward(cur)?;
+                    let (out, s) = timed("se forward", || se.train_forward(cur))?;
                     se_saved = Some(s);
                     cur = out;
                 }
@@ -732,9 +810,11 @@ impl Block {
             None => (x, None),
         };
         let mut out = take(cur.data.len());
-        out.par_iter_mut()
-            .zip(cur.data.par_iter().zip(shortcut.data.par_iter()))
-            .for_each(|(o, (&a, &b))| *o = (a + b).max(0.0));
+        timed("residual", || {
+            out.par_iter_mut()
+                .zip(cur.data.par_iter().zip(shortcut.data.par_iter()))
+                .for_each(|(o, (&a, &b))| *o = (a + b).max(0.0))
+        });
         let out = Rc::new(Act {
             data: out,
             c: cur.c,
@@ -760,6 +840,7 @@ impl Block {
         grads: &mut Grads,
     ) -> Result<Vec<f32>> {
         let (convs, se, downsample) = self.parts();
+        let start = std::time::Instant::now();
         dout.par_iter_mut()
             .zip(s.out.data.par_iter())
             .for_each(|(d, &o)| {
@@ -767,6 +848,7 @@ impl Block {
                     *d = 0.0;
                 }
             });
+        record("residual", start);
         give_act(s.out);
         // the residual sum's gradient goes to the shortcut and to the branch
         let copy = |d: &[f32]| {
@@ -786,7 +868,7 @@ impl Block {
             // Bottleneck, the residual branch's in a BasicBlock
             if i == 1 {
                 if let (Some(se), Some(ss)) = (se, se_saved.take()) {
-                    d = se.train_backward(d, ss, grads)?;
+                    d = timed("se backward", || se.train_backward(d, ss, grads))?;
                 }
             }
             let conv_saved = saved
@@ -796,12 +878,32 @@ impl Block {
                 .train_backward(d, conv_saved, true, grads)?
                 .ok_or_else(|| candle_core::Error::Msg("missing input gradient".into()))?;
         }
-        d.par_iter_mut()
-            .zip(dshort.par_iter())
-            .for_each(|(a, &b)| *a += b);
+        timed("residual", || {
+            d.par_iter_mut()
+                .zip(dshort.par_iter())
+                .for_each(|(a, &b)| *a += b)
+        });
         give(dshort);
         Ok(d)
     }
+}
+
+/// [`train_step`] with the time spent in each kind of work (convolution products by kind and
+/// direction, im2col / col2im, BatchNorm + activation, blur, SE, residual, pooling, the rest).
+pub(crate) fn train_step_profiled(
+    model: &crate::TResNet,
+    x: &Tensor,
+    loss_of: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor, GradStore, Vec<(&'static str, std::time::Duration)>)> {
+    PROFILE.with(|p| *p.borrow_mut() = Some(Vec::new()));
+    let start = std::time::Instant::now();
+    let r = train_step(model, x, loss_of);
+    let total = start.elapsed();
+    let mut times = PROFILE.with(|p| p.borrow_mut().take()).unwrap_or_default();
+    let (logits, loss, grads) = r?;
+    let counted: std::time::Duration = times.iter().map(|(_, t)| *t).sum();
+    times.push(("other (head, loss, copies)", total.saturating_sub(counted)));
+    Ok((logits, loss, grads, times))
 }
 
 /// One training step's forward and backward pass on the CPU engine: returns the logits
