@@ -19,6 +19,9 @@ const BN_EPS: f64 = 1e-5;
 /// The smallest input side: every stage's blur needs at least 2 pixels to reflect-pad.
 pub const MIN_INPUT_SIDE: usize = 20;
 
+/// Time spent per kind of work (a profile), in the order first met.
+pub type KindTimes = Vec<(&'static str, std::time::Duration)>;
+
 /// How one forward pass runs: training mode (batch statistics) and the autocast dtype of the
 /// convolutions and the classifier (`None`: everything in the weights' dtype).
 #[derive(Clone, Copy, Debug)]
@@ -821,17 +824,11 @@ impl TResNet {
     /// [`Self::train_step`] on the CPU training engine, with the time spent in each kind of
     /// work (for `asl-cli bench --train --profile`). Only for f32 weights on the CPU, no
     /// autocast, linear head.
-    #[allow(clippy::type_complexity)]
     pub fn train_step_profiled(
         &self,
         x: &Tensor,
         loss_of: &dyn Fn(&Tensor) -> Result<Tensor>,
-    ) -> Result<(
-        Tensor,
-        Tensor,
-        candle_core::backprop::GradStore,
-        Vec<(&'static str, std::time::Duration)>,
-    )> {
+    ) -> Result<(Tensor, Tensor, candle_core::backprop::GradStore, KindTimes)> {
         Self::check_input(x)?;
         let weight = self.stem.conv.weight();
         if self.is_inference()

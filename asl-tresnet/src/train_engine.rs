@@ -894,7 +894,7 @@ pub(crate) fn train_step_profiled(
     model: &crate::TResNet,
     x: &Tensor,
     loss_of: &dyn Fn(&Tensor) -> Result<Tensor>,
-) -> Result<(Tensor, Tensor, GradStore, Vec<(&'static str, std::time::Duration)>)> {
+) -> Result<(Tensor, Tensor, GradStore, crate::model::KindTimes)> {
     PROFILE.with(|p| *p.borrow_mut() = Some(Vec::new()));
     let start = std::time::Instant::now();
     let r = train_step(model, x, loss_of);
