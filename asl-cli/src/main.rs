@@ -99,9 +99,13 @@ struct BenchArgs {
     #[arg(long)]
     train: bool,
     /// Also time one more run layer type by layer type (convolution products, im2col, bias +
-    /// activation, blur, SE, residual, pooling, head) and print where the time goes.
+    /// activation, blur, SE, residual, pooling, head; with --train also each backward kind) and
+    /// print where the time goes (CPU only).
     #[arg(long)]
     profile: bool,
+    /// cpu, or cuda (needs a build with `--features cuda`).
+    #[arg(long, value_parser = ["cpu", "cuda"], default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -286,7 +290,10 @@ fn bench(args: &BenchArgs) -> Result<()> {
     if args.batch_size == 0 || args.runs == 0 {
         bail!("--batch-size and --runs must be at least 1");
     }
-    let dev = Device::Cpu;
+    let dev = infer::device(&args.device)?;
+    if args.profile && !dev.is_cpu() {
+        bail!("--profile times the CPU engines: use it with --device cpu");
+    }
     let vars = candle_nn::VarMap::new();
     let model = asl_tresnet::TResNet::new(
         &cfg,
@@ -331,11 +338,11 @@ fn bench(args: &BenchArgs) -> Result<()> {
         let t = std::time::Instant::now();
         match &train {
             Some((adam, y)) => {
-                let l = loss.forward(&model.forward_t(&x, true)?, y)?;
-                let grads = l.backward()?;
+                let (_, _, grads) = model.train_step(&x, &|logits| loss.forward(logits, y))?;
                 let mut adam = adam.borrow_mut();
                 let g: Vec<Option<Tensor>> = adam.grads_for(&grads);
                 adam.step(&g, 1e-4, 0.9)?;
+                dev.synchronize()?; // CUDA runs asynchronously: wait for the step
             }
             None => {
                 let y = model.forward_t(&x, false)?;
@@ -354,8 +361,15 @@ fn bench(args: &BenchArgs) -> Result<()> {
     let median = times[times.len() / 2];
     let ips = args.batch_size as f64 / median;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
-    let profile = if args.profile && !args.train {
-        let (_, times) = model.forward_profiled(&x)?;
+    let profile = if args.profile {
+        let times = match &train {
+            Some((_, y)) => {
+                model
+                    .train_step_profiled(&x, &|logits| loss.forward(logits, y))?
+                    .3
+            }
+            None => model.forward_profiled(&x)?.1,
+        };
         let total: f64 = times.iter().map(|(_, t)| t.as_secs_f64()).sum();
         let mut rows: Vec<(&str, f64)> = times.iter().map(|(k, t)| (*k, t.as_secs_f64())).collect();
         rows.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -367,6 +381,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
         let mut v = serde_json::json!({
             "arch": args.arch, "input_size": args.input_size, "batch_size": args.batch_size,
             "mode": if args.train { "train step" } else { "inference" },
+            "device": args.device,
             "threads": threads, "runs": args.runs, "median_s": median,
             "images_per_s": ips, "times_s": times,
         });
@@ -379,11 +394,12 @@ fn bench(args: &BenchArgs) -> Result<()> {
         println!("{v}");
     } else {
         println!(
-            "{} @{} batch {} ({}): {:.2} images/s (median of {} runs: {:.1} ms; threads: {threads})",
+            "{} @{} batch {} ({}, {}): {:.2} images/s (median of {} runs: {:.1} ms; threads: {threads})",
             args.arch,
             args.input_size,
             args.batch_size,
             if args.train { "training step" } else { "inference" },
+            args.device,
             ips,
             args.runs,
             median * 1e3
