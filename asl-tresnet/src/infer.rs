@@ -360,7 +360,11 @@ fn epilogue(row: &mut [f32], b: f32, act: Option<f32>) {
     }
 }
 
-pub(crate) fn add_time(profile: &mut Vec<(&'static str, Duration)>, kind: &'static str, spent: Duration) {
+pub(crate) fn add_time(
+    profile: &mut Vec<(&'static str, Duration)>,
+    kind: &'static str,
+    spent: Duration,
+) {
     match profile.iter_mut().find(|(k, _)| *k == kind) {
         Some((_, t)) => *t += spent,
         None => profile.push((kind, spent)),

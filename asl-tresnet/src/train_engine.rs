@@ -436,7 +436,15 @@ impl ConvBn {
         let mut y = take(c_out * m);
         let cols = if k == 1 {
             timed("conv forward (1x1 gemm)", || {
-                matmul(&mut y, false, (c_out, m, kk), &weight, false, &x.data, false)
+                matmul(
+                    &mut y,
+                    false,
+                    (c_out, m, kk),
+                    &weight,
+                    false,
+                    &x.data,
+                    false,
+                )
             });
             None
         } else {
@@ -533,7 +541,9 @@ impl ConvBn {
         let n = s.input.n;
         let m = n * s.h * s.w;
         let mut dz = if self.blur {
-            let d = timed("blur backward", || blur_backward(&dout, c_out * n, s.h, s.w));
+            let d = timed("blur backward", || {
+                blur_backward(&dout, c_out * n, s.h, s.w)
+            });
             give(dout);
             d
         } else {
@@ -601,7 +611,15 @@ impl ConvBn {
             "conv input grad (3x3 gemm)"
         };
         timed(kind, || {
-            matmul(&mut dcols, false, (kk, m, c_out), &s.weight, true, &dy, false)
+            matmul(
+                &mut dcols,
+                false,
+                (kk, m, c_out),
+                &s.weight,
+                true,
+                &dy,
+                false,
+            )
         });
         give(dy);
         Ok(Some(if k == 1 {
