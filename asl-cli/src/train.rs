@@ -1033,6 +1033,25 @@ mod inplace {
         }
     }
 
+    /// `f(dst[i], a[i], b[i])` for every element, rayon-parallel over chunks.
+    fn update3(
+        dst: (&mut CpuStorage, &Layout),
+        a: (&CpuStorage, &Layout),
+        b: (&CpuStorage, &Layout),
+        f: impl Fn(&mut f32, f32, f32) + Sync,
+    ) -> Result<()> {
+        let (a, b) = (slice(a.0, a.1)?, slice(b.0, b.1)?);
+        let dst = slice_mut(dst.0, dst.1)?;
+        dst.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(d, (a, b))| {
+                for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
+                    f(d, a, b);
+                }
+            });
+        Ok(())
+    }
+
     /// `m = beta m + (1 - beta) h(g + wd w)`, `h` the identity or the square.
     pub(super) struct Moment {
         beta: f32,
@@ -1064,19 +1083,12 @@ mod inplace {
             s3: &CpuStorage,
             l3: &Layout,
         ) -> Result<()> {
-            let (g, w) = (slice(s2, l2)?, slice(s3, l3)?);
-            let m = slice_mut(s1, l1)?;
             let (beta, wd, square) = (self.beta, self.wd, self.square);
-            m.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK).zip(w.par_chunks(CHUNK)))
-                .for_each(|(m, (g, w))| {
-                    for ((m, &g), &w) in m.iter_mut().zip(g).zip(w) {
-                        let e = g + wd * w;
-                        let h = if square { e * e } else { e };
-                        *m = beta * *m + (1.0 - beta) * h;
-                    }
-                });
-            Ok(())
+            update3((s1, l1), (s2, l2), (s3, l3), |m, g, w| {
+                let e = g + wd * w;
+                let h = if square { e * e } else { e };
+                *m = beta * *m + (1.0 - beta) * h;
+            })
         }
     }
 
@@ -1101,17 +1113,10 @@ mod inplace {
             s3: &CpuStorage,
             l3: &Layout,
         ) -> Result<()> {
-            let (m, v) = (slice(s2, l2)?, slice(s3, l3)?);
-            let w = slice_mut(s1, l1)?;
             let (step, bc, eps) = (self.step_size, self.sqrt_bc2, self.eps);
-            w.par_chunks_mut(CHUNK)
-                .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
-                .for_each(|(w, (m, v))| {
-                    for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
-                        *w -= step * m / (v.sqrt() / bc + eps);
-                    }
-                });
-            Ok(())
+            update3((s1, l1), (s2, l2), (s3, l3), |w, m, v| {
+                *w -= step * m / (v.sqrt() / bc + eps)
+            })
         }
     }
 
