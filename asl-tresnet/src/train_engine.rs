@@ -23,12 +23,11 @@ use rayon::prelude::*;
 use crate::infer::{avg_pool_2x2_ceil, im2col3x3, space_to_depth_cnhw, tensor_f32, Act, Pool};
 use crate::model::{Block, ConvBn, Downsample, Head, SqueezeExcite};
 
-/// `dst[m x n] (+)= A[m x k] · B[k x n]`, all row-major; `a_t`: `a` holds `A^T` (`[k x m]`),
+/// `dst[m x n] = A[m x k] · B[k x n]`, all row-major; `a_t`: `a` holds `A^T` (`[k x m]`),
 /// `b_t`: `b` holds `B^T` (`[n x k]`).
 #[allow(clippy::too_many_arguments)]
 fn matmul(
     dst: &mut [f32],
-    accumulate: bool,
     (m, n, k): (usize, usize, usize),
     a: &[f32],
     a_t: bool,
@@ -40,9 +39,7 @@ fn matmul(
         return;
     }
     if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
+        dst[..m * n].fill(0.0);
         return;
     }
     let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
@@ -63,7 +60,7 @@ fn matmul(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            accumulate,
+            false,
             a.as_ptr(),
             a_cs as isize,
             a_rs as isize,
@@ -436,21 +433,13 @@ impl ConvBn {
         let mut y = take(c_out * m);
         let cols = if k == 1 {
             timed("conv forward (1x1 gemm)", || {
-                matmul(
-                    &mut y,
-                    false,
-                    (c_out, m, kk),
-                    &weight,
-                    false,
-                    &x.data,
-                    false,
-                )
+                matmul(&mut y, (c_out, m, kk), &weight, false, &x.data, false)
             });
             None
         } else {
             let cols = timed("im2col", || cols3x3(&x));
             timed("conv forward (3x3 gemm)", || {
-                matmul(&mut y, false, (c_out, m, kk), &weight, false, &cols, false)
+                matmul(&mut y, (c_out, m, kk), &weight, false, &cols, false)
             });
             Some(cols)
         };
@@ -611,15 +600,7 @@ impl ConvBn {
             "conv input grad (3x3 gemm)"
         };
         timed(kind, || {
-            matmul(
-                &mut dcols,
-                false,
-                (kk, m, c_out),
-                &s.weight,
-                true,
-                &dy,
-                false,
-            )
+            matmul(&mut dcols, (kk, m, c_out), &s.weight, true, &dy, false)
         });
         give(dy);
         Ok(Some(if k == 1 {
@@ -662,12 +643,12 @@ impl SqueezeExcite {
             .collect();
         // hidden [r, n] = relu(W1 [r, c] · means [c, n] + b1)
         let mut hidden = vec![0f32; r * n];
-        matmul(&mut hidden, false, (r, n, c), &w1, false, &means, false);
+        matmul(&mut hidden, (r, n, c), &w1, false, &means, false);
         for (j, row) in hidden.chunks_exact_mut(n).enumerate() {
             row.iter_mut().for_each(|v| *v = (*v + b1[j]).max(0.0));
         }
         let mut gates = vec![0f32; c * n];
-        matmul(&mut gates, false, (c, n, r), &w2, false, &hidden, false);
+        matmul(&mut gates, (c, n, r), &w2, false, &hidden, false);
         for (ch, row) in gates.chunks_exact_mut(n).enumerate() {
             row.iter_mut()
                 .for_each(|v| *v = 1.0 / (1.0 + (-(*v + b2[ch])).exp()));
@@ -715,23 +696,23 @@ impl SqueezeExcite {
             })
             .collect();
         let mut dw2 = vec![0f32; c * r];
-        matmul(&mut dw2, false, (c, r, n), &dpre2, false, &s.hidden, true);
+        matmul(&mut dw2, (c, r, n), &dpre2, false, &s.hidden, true);
         let db2: Vec<f32> = dpre2.chunks_exact(n).map(|row| row.iter().sum()).collect();
         let mut dhidden = vec![0f32; r * n];
-        matmul(&mut dhidden, false, (r, n, c), &s.w2, true, &dpre2, false);
+        matmul(&mut dhidden, (r, n, c), &s.w2, true, &dpre2, false);
         for (dv, &hv) in dhidden.iter_mut().zip(&s.hidden) {
             if hv <= 0.0 {
                 *dv = 0.0;
             }
         }
         let mut dw1 = vec![0f32; r * c];
-        matmul(&mut dw1, false, (r, c, n), &dhidden, false, &s.means, true);
+        matmul(&mut dw1, (r, c, n), &dhidden, false, &s.means, true);
         let db1: Vec<f32> = dhidden
             .chunks_exact(n)
             .map(|row| row.iter().sum())
             .collect();
         let mut dmeans = vec![0f32; c * n];
-        matmul(&mut dmeans, false, (c, n, r), &s.w1, true, &dhidden, false);
+        matmul(&mut dmeans, (c, n, r), &s.w1, true, &dhidden, false);
         let mut dx = dout;
         dx.par_chunks_mut(plane).enumerate().for_each(|(p, d)| {
             let (g, dm) = (s.gates[p], dmeans[p] / plane as f32);
@@ -974,15 +955,7 @@ pub(crate) fn train_step(
     // head: logits = feats · W^T + b
     let wt = tensor_f32(fc.weight())?;
     let mut dw = vec![0f32; classes * f_dim];
-    matmul(
-        &mut dw,
-        false,
-        (classes, f_dim, n),
-        &dl,
-        true,
-        &feats,
-        false,
-    );
+    matmul(&mut dw, (classes, f_dim, n), &dl, true, &feats, false);
     grads.put(fc.weight(), dw)?;
     if let Some(b) = fc.bias() {
         let db: Vec<f32> = (0..classes)
@@ -991,15 +964,7 @@ pub(crate) fn train_step(
         grads.put(b, db)?;
     }
     let mut dfeats = vec![0f32; n * f_dim];
-    matmul(
-        &mut dfeats,
-        false,
-        (n, f_dim, classes),
-        &dl,
-        false,
-        &wt,
-        false,
-    );
+    matmul(&mut dfeats, (n, f_dim, classes), &dl, false, &wt, false);
     // global mean pool: every position of plane (ch, img) gets dfeats[img, ch] / plane
     let mut d = vec![0f32; last.data.len()];
     d.par_chunks_mut(plane).enumerate().for_each(|(p, dp)| {
