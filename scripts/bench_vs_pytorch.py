@@ -17,11 +17,14 @@ import json
 import os
 import platform
 import subprocess
-import time
+import sys
 
-import timm
-import torch
-from timm.loss.asymmetric_loss import AsymmetricLossMultiLabel
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import pick, time_ms  # noqa: E402
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+from timm.loss.asymmetric_loss import AsymmetricLossMultiLabel  # noqa: E402
 
 SHAPES = [(128, 80), (64, 9605), (1024, 9605)]
 
@@ -31,15 +34,7 @@ def torch_median_ms(n, c, reps):
                                     disable_torch_grad_focal_loss=True, reduction="sum")
     x = (torch.randn(n, c) * 3 - 2).requires_grad_()
     y = (torch.rand(n, c) < 0.05).float()
-    for _ in range(3):
-        crit(x, y).backward()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        crit(x, y).backward()
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
+    return pick(time_ms(lambda: crit(x, y).backward(), reps, warmup=3), 0.5)
 
 
 def main():

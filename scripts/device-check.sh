@@ -25,11 +25,17 @@
 #   1. environment: GPU, driver, nvcc, glibc, PyTorch; LD_LIBRARY_PATH set to PyTorch's
 #      nvidia/cu13/lib (the CUDA 13 runtime, cuBLAS, cuRAND, NVRTC the binaries need)
 #   2. ldd of every carried binary: no library missing, libcuda.so.1 is the real driver
-#   3. the ignored GPU tests (`--ignored cuda`) of every carried test executable
-#   4-7. placeholders for the loss benchmark, TResNet logits CUDA vs CPU, a training step and
-#      the PyTorch comparison (marked TODO(issue 7) below)
-# Files written: summary.txt (one line per step), env.txt (steps 1-2), tests.log (step 3), and
-# one log per later step. The exit status is 0 only if no step failed.
+#   3. the ignored GPU tests (`--ignored cuda`) of every carried test executable: the CUDA loss
+#      kernels against the CPU kernel for every configuration (asl-core), the timm fixtures'
+#      logits on CUDA, tresnet_m on CUDA against the CPU (logits, a training step's loss,
+#      gradients, running statistics) and a bf16-autocast training step (asl-tests)
+#   4. the fused ASL's speed against PyTorch eager and against the copy-bandwidth floor
+#   5. TResNet images/s against timm eager: inference tresnet_l@448 b32, training step
+#      tresnet_m@224 b64 in bf16 autocast and in f32 (scripts/bench_vs_timm.py)
+#   6. the CLI end to end: `asl-cli demo --device cuda`, then `infer` on CUDA against the CPU
+# Files written: summary.txt (one line per step), env.txt (steps 1-2), tests.log (step 3),
+# loss-bench.txt + asl-rs-loss-bench.jsonl (4), tresnet-bench.txt (5), cli-e2e.txt (6). The
+# exit status is 0 only if no step failed.
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
@@ -159,8 +165,8 @@ run_step ldd 60 "$ENV_LOG" bash -c ldd_check
 # ---- 3. ignored GPU tests of the carried test executables ---------------------------------------
 TESTS_LOG="$OUTDIR/tests.log"
 : > "$TESTS_LOG"
-# Keep time for the later steps (TODO(issue 7): raise as they are filled in).
-RESERVE_S=60
+# Keep time for the later steps (4-6: about 4 minutes at their limits; half of a smaller budget).
+RESERVE_S=$((BUDGET / 2 < 240 ? BUDGET / 2 : 240))
 # executables.txt: "tests/NAME PACKAGE_DIR"; run each from its package folder with
 # CARGO_MANIFEST_DIR set, as `cargo test` does.
 # shellcheck disable=SC2329 # run through `bash -c` (exported)
@@ -178,23 +184,60 @@ done < "$BUNDLE/executables.txt"
 [ -s "$BUNDLE/executables.txt" ] || log "no test executables in the bundle"
 RESERVE_S=0
 
-# ---- 4. loss benchmark ---------------------------------------------------------------------------
-# TODO(issue 7): ASL forward+backward on CUDA (fused kernels vs the composed candle ops), sizes as
-# in docs/benchmarks.md; e.g. run_step loss-bench 90 "$OUTDIR/loss-bench.txt" \
-#   "$BUNDLE"/examples/cuda_bench ...
+# ---- 4. fused ASL against PyTorch eager, on the GPU -----------------------------------------------
+# asl-rs's cuda_bench (JSON lines: medians, bytes moved, x over the copy-bandwidth floor), then
+# the reference loss in PyTorch eager on the same sizes and inputs, with the table of both.
+LOSS_LOG="$OUTDIR/loss-bench.txt"
+: > "$LOSS_LOG"
+run_step loss-bench-asl-rs 60 "$LOSS_LOG" bash -c \
+  'set -o pipefail; "$BUNDLE/examples/cuda_bench" --iters 200 | tee "$0"' "$OUTDIR/asl-rs-loss-bench.jsonl"
+run_step loss-bench-torch 60 "$LOSS_LOG" python3 scripts/bench_asl_torch_cuda.py --iters 200 \
+  --compare "$OUTDIR/asl-rs-loss-bench.jsonl"
 
-# ---- 5. TResNet logits, CUDA vs CPU ---------------------------------------------------------------
-# TODO(issue 7): same weights and input on both devices, max |diff| of the logits within
-# tolerance; e.g. run_step logits 120 "$OUTDIR/logits.txt" "$BUNDLE"/examples/tresnet_logits ...
+# ---- 5. TResNet images/s against timm eager on the same GPU ----------------------------------------
+# Inference tresnet_l@448 batch 32 (f32), training step tresnet_m@224 batch 64 (bf16 autocast and
+# f32); scripts/bench_vs_timm.py runs the carried asl-cli and timm one after the other.
+TIMM_LOG="$OUTDIR/tresnet-bench.txt"
+: > "$TIMM_LOG"
+# shellcheck disable=SC2329 # run through `bash -c` (exported)
+vs_timm() { python3 scripts/bench_vs_timm.py --device cuda --asl-cli "$BUNDLE/bin/asl-cli" \
+  --runs 10 --json "$@"; }
+export -f vs_timm
+run_step infer-vs-timm 75 "$TIMM_LOG" bash -c 'vs_timm --cases tresnet_l@448:32'
+run_step train-bf16-vs-timm 75 "$TIMM_LOG" bash -c \
+  'vs_timm --train --precision bf16 --cases tresnet_m@224:64'
+run_step train-f32-vs-timm 75 "$TIMM_LOG" bash -c \
+  'vs_timm --train --precision f32 --cases tresnet_m@224:64'
 
-# ---- 6. training step ------------------------------------------------------------------------------
-# TODO(issue 7): `asl-cli bench --device cuda` with and without --train (or a few `asl-cli train`
-# steps); e.g. run_step train 120 "$OUTDIR/train.txt" "$BUNDLE"/bin/asl-cli bench --device cuda \
-#   --train --arch tresnet_m --batch-size 32 --runs 5
-
-# ---- 7. PyTorch comparison -------------------------------------------------------------------------
-# TODO(issue 7): the reference ASL / TResNet in PyTorch on the same GPU (python3 there has torch,
-# timm); e.g. run_step torch 120 "$OUTDIR/torch.txt" python3 scripts/...
+# ---- 6. the CLI end to end on CUDA ---------------------------------------------------------------
+# `asl-cli demo --device cuda` (train with bf16 autocast, validate, tag), then `infer` with the
+# trained model on CUDA and on the CPU: every score of every test image must agree.
+E2E_LOG="$OUTDIR/cli-e2e.txt"
+: > "$E2E_LOG"
+DEMO_DIR="$(mktemp -d "${TMPDIR:-/tmp}/asl-demo.XXXXXX")"
+run_step demo-cuda 90 "$E2E_LOG" "$BUNDLE/bin/asl-cli" demo --device cuda --epochs 2 \
+  --train-images 1024 --out "$DEMO_DIR"
+# shellcheck disable=SC2329 # run through `bash -c` (exported)
+infer_both() {
+  local model="$1/asl/best.safetensors" imgs
+  mapfile -t imgs < <(find "$1/data/test" -name '*.png' | sort | head -64)
+  echo "model $model, ${#imgs[@]} images"
+  "$BUNDLE/bin/asl-cli" infer --model "$model" --device cuda --all-scores --format json \
+    "${imgs[@]}" > "$1/cuda.jsonl"
+  "$BUNDLE/bin/asl-cli" infer --model "$model" --device cpu --all-scores --format json \
+    "${imgs[@]}" > "$1/cpu.jsonl"
+  python3 - "$1/cuda.jsonl" "$1/cpu.jsonl" <<'PYEOF'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+assert len(a) == len(b) > 0, (len(a), len(b))
+worst = max(abs(p - q) for x, y in zip(a, b) for p, q in zip(x["scores"], y["scores"]))
+print(f"infer --device cuda vs cpu: {len(a)} images, max |score diff| {worst:.2e}")
+sys.exit(0 if worst <= 1e-4 else 1)
+PYEOF
+}
+export -f infer_both
+run_step infer-cuda-vs-cpu 60 "$E2E_LOG" bash -c 'infer_both "$0"' "$DEMO_DIR"
+rm -rf "$DEMO_DIR"
 
 log "total $SECONDS s; $([ "$FAILED" -eq 0 ] && echo 'all steps passed' || echo 'SOME STEPS FAILED')"
 exit "$FAILED"

@@ -99,6 +99,21 @@ pub(crate) fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// The autocast dtype of `--precision` (`auto`, `f32` or `bf16`) on `device`: `auto` is bf16 on
+/// CUDA and f32 on the CPU; `bf16` on the CPU is an error (candle's CPU matrix product has no
+/// bf16).
+pub(crate) fn autocast_for(precision: &str, device: &Device) -> Result<Option<candle_core::DType>> {
+    match (precision, device.is_cuda()) {
+        ("bf16", false) => bail!(
+            "--precision bf16 needs --device cuda (candle's CPU matrix product has no bf16); \
+             use --precision f32 on the CPU"
+        ),
+        ("bf16", true) | ("auto", true) => Ok(Some(candle_core::DType::BF16)),
+        ("auto" | "f32", _) => Ok(None),
+        (other, _) => bail!("unknown precision {other:?} (auto, f32 or bf16)"),
+    }
+}
+
 /// Expands the inputs into image paths, in order. Errors for arguments that name nothing.
 fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();

@@ -106,6 +106,11 @@ struct BenchArgs {
     /// cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, value_parser = ["cpu", "cuda"], default_value = "cpu")]
     device: String,
+    /// With --train: f32, or bf16 autocast of the convolutions and the classifier (CUDA only),
+    /// as `asl-cli train --precision`. auto: bf16 on CUDA, f32 on the CPU. Inference runs the
+    /// folded f32 model whatever this says.
+    #[arg(long, value_parser = ["auto", "f32", "bf16"], default_value = "auto")]
+    precision: String,
 }
 
 #[derive(Args)]
@@ -294,11 +299,20 @@ fn bench(args: &BenchArgs) -> Result<()> {
     if args.profile && !dev.is_cpu() {
         bail!("--profile times the CPU engines: use it with --device cpu");
     }
+    let autocast = if args.train {
+        infer::autocast_for(&args.precision, &dev)?
+    } else {
+        if args.precision == "bf16" {
+            bail!("--precision bf16 is for --train (inference runs the folded f32 model)");
+        }
+        None
+    };
     let vars = candle_nn::VarMap::new();
     let model = asl_tresnet::TResNet::new(
         &cfg,
         candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &dev),
-    )?;
+    )?
+    .with_autocast(autocast)?;
     let x = Tensor::rand(
         0f32,
         1.,
@@ -361,6 +375,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
     let median = times[times.len() / 2];
     let ips = args.batch_size as f64 / median;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into());
+    let precision = autocast.map_or("f32".to_string(), |dt| format!("{dt:?}").to_lowercase());
     let profile = if args.profile {
         let times = match &train {
             Some((_, y)) => {
@@ -382,6 +397,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
             "arch": args.arch, "input_size": args.input_size, "batch_size": args.batch_size,
             "mode": if args.train { "train step" } else { "inference" },
             "device": args.device,
+            "precision": precision,
             "threads": threads, "runs": args.runs, "median_s": median,
             "images_per_s": ips, "times_s": times,
         });
@@ -394,7 +410,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
         println!("{v}");
     } else {
         println!(
-            "{} @{} batch {} ({}, {}): {:.2} images/s (median of {} runs: {:.1} ms; threads: {threads})",
+            "{} @{} batch {} ({}, {}, {precision}): {:.2} images/s (median of {} runs: {:.1} ms; threads: {threads})",
             args.arch,
             args.input_size,
             args.batch_size,

@@ -254,14 +254,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .context("matching the validation labels to the training classes")?;
     }
     let device = crate::infer::device(&args.device)?;
-    let autocast = match (args.precision.as_str(), device.is_cuda()) {
-        ("bf16", false) => bail!(
-            "--precision bf16 needs --device cuda (candle's CPU matrix product has no bf16); \
-             use --precision f32 on the CPU"
-        ),
-        ("bf16", true) | ("auto", true) => Some(candle_core::DType::BF16),
-        _ => None,
-    };
+    let autocast = crate::infer::autocast_for(&args.precision, &device)?;
     let pretrained = match &args.pretrained {
         None => {
             eprintln!(
@@ -358,6 +351,9 @@ pub struct DemoArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// cpu, or cuda (needs a build with `--features cuda`; trains with bf16 autocast).
+    #[arg(long, value_parser = ["cpu", "cuda"], default_value = "cpu")]
+    device: String,
 }
 
 /// The small TResNet the demo trains from scratch.
@@ -368,6 +364,8 @@ pub const DEMO_ARCH: &str = "tresnet_custom:1-1-1-1:0.25";
 pub fn demo(args: &DemoArgs) -> Result<()> {
     use asl_cli::demo_data;
     let started = std::time::Instant::now();
+    let device = crate::infer::device(&args.device)?;
+    let autocast = crate::infer::autocast_for("auto", &device)?;
     let demo = demo_data::load()?;
     let data_dir = args.out.join("data");
     let write = |split: &demo_data::DemoSplit, name: &str| {
@@ -418,6 +416,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
             // digits: no flips; Cutout would erase whole digits and make the labels wrong
             augment: AugmentConfig::none(),
             seed: 0,
+            autocast,
             ..TrainConfig::recipe(DEMO_ARCH)
         };
         let out = args.out.join(name.to_ascii_lowercase());
@@ -425,7 +424,11 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
             "training {DEMO_ARCH} from scratch with {name} ({} epochs)...",
             cfg.epochs
         );
-        let summary = fit(&cfg, &train, &val, &TrainOptions::new(&out))?;
+        let opts = TrainOptions {
+            device: device.clone(),
+            ..TrainOptions::new(&out)
+        };
+        let summary = fit(&cfg, &train, &val, &opts)?;
         results.push((name, summary));
     }
     println!(
@@ -450,7 +453,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         &asl_tresnet::pretrained::ModelSource::File(best.clone()),
         &asl_tresnet::pretrained::Settings::default(),
         &asl_tresnet::hub::HubConfig::from_env(),
-        &candle_core::Device::Cpu,
+        &device,
     )?;
     let test = read(&test_csv)?;
     println!(
@@ -465,7 +468,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
             loaded.metadata.resize,
             asl_cli::images::DEFAULT_MAX_PIXELS,
         )?;
-        let x = candle_core::Tensor::from_vec(x, (1, 3, size, size), &candle_core::Device::Cpu)?;
+        let x = candle_core::Tensor::from_vec(x, (1, 3, size, size), &device)?;
         let p = candle_nn::ops::sigmoid(&loaded.model.forward_t(&x, false)?)?
             .flatten_all()?
             .to_vec1::<f32>()?;

@@ -95,6 +95,8 @@ pub(crate) struct ConvLayer {
     k: usize,
     slope: Option<f32>,
     blur: bool,
+    /// The Winograd form of a 3x3 layer (see `winograd.rs`), unless disabled.
+    winograd: Option<crate::winograd::Winograd>,
 }
 
 impl ConvLayer {
@@ -108,14 +110,18 @@ impl ConvLayer {
         if k != k2 || (k != 1 && k != 3) {
             candle_core::bail!("inference engine: {k}x{k2} convolutions are not supported");
         }
+        let weight = tensor_f32(weight)?;
+        let winograd = (k == 3 && crate::winograd::enabled())
+            .then(|| crate::winograd::Winograd::new(&weight, c_out, c_in));
         Ok(ConvLayer {
-            weight: tensor_f32(weight)?,
+            weight,
             bias: tensor_f32(bias)?,
             c_in,
             c_out,
             k,
             slope: slope.map(|s| s as f32),
             blur,
+            winograd,
         })
     }
 
@@ -133,9 +139,27 @@ impl ConvLayer {
             None => (pool.take(self.c_out * nl), false),
         };
         let act = if accumulate { Some(0.0) } else { self.slope };
-        match tile_width(kk, nl) {
-            Some(tw) => self.run_tiled(x, &mut out, accumulate, act, tw, pool),
-            None => self.run_whole(x, &mut out, accumulate, act, pool),
+        if let Some(wg) = &self.winograd {
+            let wall = Instant::now();
+            let ep = crate::winograd::Epilogue {
+                bias: &self.bias,
+                accumulate,
+                act,
+            };
+            let cpu = wg.run(&x.data, (x.n, x.h, x.w), &mut out, ep);
+            if let Some(profile) = pool.profile.as_mut() {
+                split_wall(
+                    profile,
+                    wall.elapsed(),
+                    &["conv 3x3: Winograd transforms", "conv 3x3: gemm"],
+                    &cpu.map(|d| d.as_secs_f64()),
+                );
+            }
+        } else {
+            match tile_width(kk, nl) {
+                Some(tw) => self.run_tiled(x, &mut out, accumulate, act, tw, pool),
+                None => self.run_whole(x, &mut out, accumulate, act, pool),
+            }
         }
         let y = Act {
             data: out,
@@ -279,19 +303,13 @@ impl ConvLayer {
             })
         });
         if let Some(profile) = pool.profile.as_mut() {
-            let parts = cpu.map(|c| c.load(Ordering::Relaxed) as f64);
-            let total: f64 = parts.iter().sum::<f64>().max(1.0);
-            let wall = wall.elapsed();
             let kinds = [
                 "conv 3x3: im2col",
                 self.gemm_kind(),
                 epilogue_kind(accumulate),
             ];
-            for (kind, part) in kinds.into_iter().zip(parts) {
-                if part > 0.0 {
-                    add_time(profile, kind, wall.mul_f64(part / total));
-                }
-            }
+            let parts = cpu.map(|c| c.load(Ordering::Relaxed) as f64);
+            split_wall(profile, wall.elapsed(), &kinds, &parts);
         }
     }
 
@@ -340,6 +358,25 @@ fn tile_width(kk: usize, nl: usize) -> Option<usize> {
     )
 }
 
+/// Adds `wall` to the profile's `kinds`, split by each one's share of the CPU time `parts`
+/// (several threads ran the parts interleaved).
+fn split_wall(
+    profile: &mut Vec<(&'static str, Duration)>,
+    wall: Duration,
+    kinds: &[&'static str],
+    parts: &[f64],
+) {
+    let total: f64 = parts.iter().sum::<f64>();
+    if total <= 0.0 {
+        return;
+    }
+    for (&kind, &part) in kinds.iter().zip(parts) {
+        if part > 0.0 {
+            add_time(profile, kind, wall.mul_f64(part / total));
+        }
+    }
+}
+
 fn epilogue_kind(accumulate: bool) -> &'static str {
     if accumulate {
         "residual add + ReLU"
@@ -378,7 +415,7 @@ pub(crate) fn add_time(
 /// `dst` must be valid for writes (and reads with `accumulate`) of `m` rows of `n` elements at
 /// row stride `dst.1`, `rhs` valid for reads of `k` rows of `n` at stride `rhs.1`, and neither
 /// may overlap the other or `lhs`.
-unsafe fn gemm_f32(
+pub(crate) unsafe fn gemm_f32(
     (m, n, k): (usize, usize, usize),
     dst: (*mut f32, usize),
     accumulate: bool,
@@ -737,6 +774,7 @@ pub(crate) fn space_to_depth_cnhw(
 
 #[cfg(test)]
 mod tests {
+    use super::{Act, ConvLayer, Pool};
     use crate::{TResNet, TResNetConfig};
     use candle_core::{DType, Device, Tensor};
     use candle_nn::{VarBuilder, VarMap};
@@ -837,6 +875,56 @@ mod tests {
 
     /// A tile of the im2col matrix is the same columns of the whole matrix, for tiles that
     /// start and end mid-row and span images.
+    #[test]
+    fn winograd_and_im2col_paths_agree() {
+        // both Winograd paths (few tiles, chunks) and both im2col paths (whole, tiled), with
+        // and without a residual
+        for (c_in, c_out, n, h, w) in [(16, 8, 1, 9, 11), (24, 32, 4, 30, 31)] {
+            let dev = Device::Cpu;
+            let weight = Tensor::randn(0f32, 0.2, (c_out, c_in, 3, 3), &dev).expect("w");
+            let bias = Tensor::randn(0f32, 0.5, c_out, &dev).expect("b");
+            let fast = ConvLayer::new(&weight, &bias, Some(0.01), false).expect("layer");
+            let mut plain = ConvLayer::new(&weight, &bias, Some(0.01), false).expect("layer");
+            assert!(fast.winograd.is_some() || !crate::winograd::enabled());
+            plain.winograd = None;
+            let x = Act {
+                data: Tensor::randn(0f32, 1., c_in * n * h * w, &dev)
+                    .and_then(|t| t.to_vec1())
+                    .expect("x"),
+                c: c_in,
+                n,
+                h,
+                w,
+            };
+            let res: Vec<f32> = Tensor::randn(0f32, 1., c_out * n * h * w, &dev)
+                .and_then(|t| t.to_vec1())
+                .expect("residual");
+            let mut pool = Pool::default();
+            for residual in [false, true] {
+                let act = |l: &ConvLayer, pool: &mut Pool| {
+                    let r = residual.then(|| Act {
+                        data: res.clone(),
+                        c: c_out,
+                        n,
+                        h,
+                        w,
+                    });
+                    l.run(&x, r, pool).data
+                };
+                let (a, b) = (act(&fast, &mut pool), act(&plain, &mut pool));
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(p, q)| (p - q).abs() / (1.0 + q.abs()))
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 1e-5,
+                    "{c_in}->{c_out} {h}x{w} residual {residual}: {worst}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn im2col_tiles_are_columns_of_the_whole() {
         let (c, n, h, w) = (3, 2, 5, 7);

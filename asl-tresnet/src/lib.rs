@@ -22,6 +22,7 @@ pub mod pretrained;
 pub mod registry;
 mod train_engine;
 pub mod weights;
+mod winograd;
 
 pub use asl_core;
 pub use model::{trainable_vars, HeadKind, TResNet, TResNetConfig};

@@ -147,3 +147,22 @@ pub fn peak_heap_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
     let r = f();
     (r, PEAK.load(Ordering::Relaxed).saturating_sub(base))
 }
+
+/// The TResNet configuration a fixture's weights file records in its safetensors metadata
+/// (`layers`, `width_factor`, `v2`, `num_classes`; written by `fixtures/gen_tresnet_fixtures.py`).
+pub fn config_from_metadata(path: &std::path::Path) -> asl_tresnet::TResNetConfig {
+    let bytes = std::fs::read(path).expect("read fixture");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
+    let meta: std::collections::HashMap<String, String> =
+        meta.metadata().clone().expect("metadata");
+    let get = |k: &str| -> serde_json::Value {
+        serde_json::from_str(&meta[k]).unwrap_or_else(|e| panic!("metadata {k}: {e}"))
+    };
+    let layers: Vec<usize> = serde_json::from_value(get("layers")).expect("layers");
+    asl_tresnet::TResNetConfig::variant(
+        layers.try_into().expect("four stages"),
+        get("width_factor").as_f64().expect("width"),
+        get("v2").as_bool().expect("v2"),
+        get("num_classes").as_u64().expect("classes") as usize,
+    )
+}

@@ -2,28 +2,10 @@
 //! `fixtures/gen_tresnet_fixtures.py`: random weights, randomised BatchNorm statistics and gammas),
 //! at 224 x 224 and at 228 x 196 (odd feature maps: reflect padding and ceil-mode pooling).
 
-use std::collections::HashMap;
-
-use asl_tests::{fixture_path, max_rel_diff, pixels_to_input};
-use asl_tresnet::{TResNet, TResNetConfig};
+use asl_tests::{config_from_metadata, fixture_path, max_rel_diff, pixels_to_input};
+use asl_tresnet::TResNet;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-
-fn config_from_metadata(path: &std::path::Path) -> TResNetConfig {
-    let bytes = std::fs::read(path).expect("read fixture");
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
-    let meta: HashMap<String, String> = meta.metadata().clone().expect("metadata");
-    let get = |k: &str| -> serde_json::Value {
-        serde_json::from_str(&meta[k]).unwrap_or_else(|e| panic!("metadata {k}: {e}"))
-    };
-    let layers: Vec<usize> = serde_json::from_value(get("layers")).expect("layers");
-    TResNetConfig::variant(
-        layers.try_into().expect("four stages"),
-        get("width_factor").as_f64().expect("width"),
-        get("v2").as_bool().expect("v2"),
-        get("num_classes").as_u64().expect("classes") as usize,
-    )
-}
 
 #[test]
 fn small_tresnets_match_timm() {

@@ -1,0 +1,511 @@
+//! Winograd F(2x2, 3x3) for the stride-1, padding-1 3x3 convolutions of the CPU engines
+//! (every 3x3 convolution of TResNet is one: its downsampling is the blur after it).
+//!
+//! Each 2x2 block of outputs ("tile") is computed from the 4x4 input patch around it in the
+//! transformed domain: `Y = Aᵀ [ Σ_c (G g Gᵀ) ⊙ (Bᵀ d B) ] A`. The channel sum of the 16
+//! element-wise products is 16 matrix products `M_k = U_k V_k` (`U_k`: `[O, C]`, the transformed
+//! weights; `V_k`: `[C, T]`, the transformed patches of T tiles), 4 multiplies per output instead
+//! of 9 (2.25x fewer), plus the cheap transforms. Lavin & Gray, "Fast Algorithms for
+//! Convolutional Neural Networks" (2016); the matrices (cross-correlation, as PyTorch's conv2d):
+//!
+//! ```text
+//! Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]
+//! Aᵀ = [1 1 1 0; 0 1 -1 -1]
+//! ```
+//!
+//! Activations are channel-major `[C, N, H, W]` as in the engine; odd H or W leave the last
+//! tile half outside (zero padding in, nothing written out).
+
+use rayon::prelude::*;
+
+/// Whether the engines use Winograd for 3x3 convolutions: yes unless `ASL_WINOGRAD=0` (for A/B
+/// measurements against the im2col path; read once).
+pub(crate) fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ASL_WINOGRAD").map_or(true, |v| v != "0"))
+}
+
+/// The transformed weights of one 3x3 convolution: `u[k][o][c]`, k = 4 * row + column of the
+/// 4x4 transformed kernel.
+pub(crate) struct Winograd {
+    u: Vec<f32>,
+    c_in: usize,
+    c_out: usize,
+}
+
+/// Where a tile's output goes and how it is finished: `out[o]` is `y + bias[o]` (plus what
+/// `out` held, when `accumulate`), then LeakyReLU with `act`'s slope when given.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub(crate) bias: &'a [f32],
+    pub(crate) accumulate: bool,
+    pub(crate) act: Option<f32>,
+}
+
+/// The geometry of one convolution's tiles.
+#[derive(Clone, Copy)]
+struct Tiles {
+    n: usize,
+    h: usize,
+    w: usize,
+    th: usize,
+    tw: usize,
+}
+
+impl Tiles {
+    fn new(n: usize, h: usize, w: usize) -> Tiles {
+        Tiles {
+            n,
+            h,
+            w,
+            th: h.div_ceil(2),
+            tw: w.div_ceil(2),
+        }
+    }
+    /// Tile rows (one per image and tile row) in all.
+    fn rows(&self) -> usize {
+        self.n * self.th
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch: transformed patches and products of a chunk of tiles.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Floats of the scratch (patches + products) per chunk: 2 MiB, this machine's L2 per core.
+const CHUNK_FLOATS: usize = 1 << 19;
+const MIN_CHUNK: usize = 16;
+
+impl Winograd {
+    /// From the `[o, c, 3, 3]` row-major weights.
+    pub(crate) fn new(weight: &[f32], c_out: usize, c_in: usize) -> Winograd {
+        assert_eq!(weight.len(), c_out * c_in * 9);
+        let plane = c_out * c_in;
+        let mut u = vec![0f32; 16 * plane];
+        for o in 0..c_out {
+            for c in 0..c_in {
+                let g = &weight[(o * c_in + c) * 9..][..9];
+                // G g: 4x3 (in f64: the transformed weights are computed once)
+                let mut gg = [[0f64; 3]; 4];
+                for j in 0..3 {
+                    let (g0, g1, g2) = (g[j] as f64, g[3 + j] as f64, g[6 + j] as f64);
+                    gg[0][j] = g0;
+                    gg[1][j] = 0.5 * (g0 + g1 + g2);
+                    gg[2][j] = 0.5 * (g0 - g1 + g2);
+                    gg[3][j] = g2;
+                }
+                // (G g) Gᵀ: 4x4
+                for (i, r) in gg.iter().enumerate() {
+                    let row = [
+                        r[0],
+                        0.5 * (r[0] + r[1] + r[2]),
+                        0.5 * (r[0] - r[1] + r[2]),
+                        r[2],
+                    ];
+                    for (j, v) in row.into_iter().enumerate() {
+                        u[(4 * i + j) * plane + o * c_in + c] = v as f32;
+                    }
+                }
+            }
+        }
+        Winograd { u, c_in, c_out }
+    }
+
+    /// The convolution of `x` (`[c_in, n, h, w]`) into `out` (`[c_out, n, h, w]`), finished by
+    /// `ep`. Returns the CPU time of the transforms and of the matrix products (for profiles).
+    pub(crate) fn run(
+        &self,
+        x: &[f32],
+        (n, h, w): (usize, usize, usize),
+        out: &mut [f32],
+        ep: Epilogue,
+    ) -> [std::time::Duration; 2] {
+        let tiles = Tiles::new(n, h, w);
+        assert!(x.len() >= self.c_in * n * h * w && out.len() >= self.c_out * n * h * w);
+        assert_eq!(ep.bias.len(), self.c_out);
+        let rows = tiles.rows();
+        let threads = rayon::current_num_threads();
+        // chunks of whole tile rows, the scratch of one in L2, at least two per thread
+        let chunk_rows = (CHUNK_FLOATS / (16 * (self.c_in + self.c_out) * tiles.tw))
+            .max(1)
+            .min(rows.div_ceil(2 * threads));
+        let nanos: [std::sync::atomic::AtomicU64; 2] = Default::default();
+        let add = |i: usize, d: std::time::Duration| {
+            nanos[i].fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        };
+        let dst = SharedMut(out.as_mut_ptr());
+        if rows >= 2 * threads && chunk_rows * tiles.tw >= MIN_CHUNK {
+            // many tiles: each thread runs a chunk of tile rows from patches to outputs
+            (0..rows.div_ceil(chunk_rows))
+                .into_par_iter()
+                .for_each(|i| {
+                    let (r0, r1) = (i * chunk_rows, ((i + 1) * chunk_rows).min(rows));
+                    SCRATCH.with(|s| {
+                        let (v, m) = &mut *s.borrow_mut();
+                        let tc = (r1 - r0) * tiles.tw;
+                        v.resize(16 * self.c_in * tc, 0.0);
+                        m.resize(16 * self.c_out * tc, 0.0);
+                        let start = std::time::Instant::now();
+                        for c in 0..self.c_in {
+                            input_transform(x, c, &tiles, (r0, r1), v, self.c_in * tc);
+                        }
+                        let t_in = start.elapsed();
+                        for k in 0..16 {
+                            self.product(k, v, m, tc);
+                        }
+                        let t_gemm = start.elapsed() - t_in;
+                        for o in 0..self.c_out {
+                            // SAFETY: rows r0..r1 own their outputs; no other chunk writes them.
+                            unsafe {
+                                output_transform(m, o, self.c_out * tc, &tiles, (r0, r1), dst, ep)
+                            };
+                        }
+                        add(0, start.elapsed() - t_gemm);
+                        add(1, t_gemm);
+                    })
+                });
+        } else {
+            // few tiles (small maps): transforms parallel over channels, the 16 products in
+            // parallel
+            let start = std::time::Instant::now();
+            let t_all = rows * tiles.tw;
+            let mut v = vec![0f32; 16 * self.c_in * t_all];
+            let mut m = vec![0f32; 16 * self.c_out * t_all];
+            let vs = SharedMut(v.as_mut_ptr());
+            (0..self.c_in).into_par_iter().for_each(|c| {
+                // SAFETY: channel c writes only its own rows of every v_k.
+                let v = unsafe { std::slice::from_raw_parts_mut(vs.get(), 16 * self.c_in * t_all) };
+                input_transform(x, c, &tiles, (0, rows), v, self.c_in * t_all);
+            });
+            let t_in = start.elapsed();
+            let (ms, v_ref) = (SharedMut(m.as_mut_ptr()), &v);
+            (0..16).into_par_iter().for_each(|k| {
+                // SAFETY: product k writes only m_k.
+                let m =
+                    unsafe { std::slice::from_raw_parts_mut(ms.get(), 16 * self.c_out * t_all) };
+                self.product(k, v_ref, m, t_all);
+            });
+            let t_gemm = start.elapsed() - t_in;
+            let m_ref = &m;
+            (0..self.c_out).into_par_iter().for_each(|o| unsafe {
+                // SAFETY: output channel o writes only its own plane.
+                output_transform(m_ref, o, self.c_out * t_all, &tiles, (0, rows), dst, ep)
+            });
+            add(0, start.elapsed() - t_gemm);
+            add(1, t_gemm);
+        }
+        nanos.map(|a| std::time::Duration::from_nanos(a.into_inner()))
+    }
+
+    /// `m_k = u_k v_k` for a chunk of `tc` tiles (`v`: `[16][c_in][tc]`, `m`: `[16][c_out][tc]`).
+    fn product(&self, k: usize, v: &[f32], m: &mut [f32], tc: usize) {
+        let plane = self.c_out * self.c_in;
+        let (v_k, m_k) = (&v[k * self.c_in * tc..], &mut m[k * self.c_out * tc..]);
+        assert!(v_k.len() >= self.c_in * tc && m_k.len() >= self.c_out * tc);
+        // SAFETY: the slices hold the [c_out, tc], [c_out, c_in] and [c_in, tc] matrices.
+        unsafe {
+            crate::infer::gemm_f32(
+                (self.c_out, tc, self.c_in),
+                (m_k.as_mut_ptr(), tc),
+                false,
+                &self.u[k * plane..(k + 1) * plane],
+                (v_k.as_ptr(), tc),
+                gemm::Parallelism::None,
+            )
+        }
+    }
+}
+
+/// `Bᵀ d B` of channel `c`'s patches for tile rows `r0..r1`, into
+/// `v[k * k_stride + c * tc + t]` (t: the tile's index from the start of row r0).
+///
+/// Vectorised over the tiles of a row: with the input row padded by one zero on the left, the
+/// patch of tile t spans padded columns 2t..2t+3, so its four columns are `e[t]`, `o[t]`,
+/// `e[t+1]`, `o[t+1]` of the row's even and odd padded columns.
+fn input_transform(
+    x: &[f32],
+    c: usize,
+    g: &Tiles,
+    (r0, r1): (usize, usize),
+    v: &mut [f32],
+    k_stride: usize,
+) {
+    let tc = (r1 - r0) * g.tw;
+    let plane = g.h * g.w;
+    let tw = g.tw;
+    assert!(15 * k_stride + c * tc + tc <= v.len());
+    // even / odd padded columns of the four input rows, then Bᵀ of them: [4][tw + 1] each
+    let mut e = vec![0f32; 4 * (tw + 1)];
+    let mut o = vec![0f32; 4 * (tw + 1)];
+    let mut be = vec![0f32; 4 * (tw + 1)];
+    let mut bo = vec![0f32; 4 * (tw + 1)];
+    for row in r0..r1 {
+        let (img, ty) = (row / g.th, row % g.th);
+        let base = &x[(c * g.n + img) * plane..][..plane];
+        for r in 0..4 {
+            let (er, or) = (
+                &mut e[r * (tw + 1)..][..tw + 1],
+                &mut o[r * (tw + 1)..][..tw + 1],
+            );
+            let y = 2 * ty + r;
+            if y == 0 || y > g.h {
+                er.fill(0.0); // padding rows (input row y - 1)
+                or.fill(0.0);
+                continue;
+            }
+            let src = &base[(y - 1) * g.w..][..g.w];
+            // e[t] = src[2t - 1], o[t] = src[2t]; e[0] and anything past the row are padding
+            er[0] = 0.0;
+            or[0] = src[0];
+            let pairs = (g.w - 1) / 2; // t = 1..=pairs have both in the row
+            for ((pe, po), p) in er[1..=pairs]
+                .iter_mut()
+                .zip(&mut or[1..=pairs])
+                .zip(src[1..].chunks_exact(2))
+            {
+                *pe = p[0];
+                *po = p[1];
+            }
+            for t in pairs + 1..=tw {
+                er[t] = if 2 * t - 1 < g.w { src[2 * t - 1] } else { 0.0 };
+                or[t] = 0.0;
+            }
+        }
+        // Bᵀ over the rows, on the even and odd columns alike
+        for (a, b) in [(&e, &mut be), (&o, &mut bo)] {
+            let (a0, a1, a2, a3) = (
+                &a[..tw + 1],
+                &a[tw + 1..][..tw + 1],
+                &a[2 * (tw + 1)..][..tw + 1],
+                &a[3 * (tw + 1)..][..tw + 1],
+            );
+            let (b01, b23) = b.split_at_mut(2 * (tw + 1));
+            let (b0, b1) = b01.split_at_mut(tw + 1);
+            let (b2, b3) = b23.split_at_mut(tw + 1);
+            for t in 0..=tw {
+                b0[t] = a0[t] - a2[t];
+                b1[t] = a1[t] + a2[t];
+                b2[t] = a2[t] - a1[t];
+                b3[t] = a1[t] - a3[t];
+            }
+        }
+        // B over the columns, into the 16 planes
+        let col0 = c * tc + (row - r0) * tw;
+        for i in 0..4 {
+            let (ei, oi) = (&be[i * (tw + 1)..][..tw + 1], &bo[i * (tw + 1)..][..tw + 1]);
+            let at = |j: usize| (4 * i + j) * k_stride + col0;
+            let v0 = &mut v[at(0)..][..tw];
+            for t in 0..tw {
+                v0[t] = ei[t] - ei[t + 1];
+            }
+            let v1 = &mut v[at(1)..][..tw];
+            for t in 0..tw {
+                v1[t] = oi[t] + ei[t + 1];
+            }
+            let v2 = &mut v[at(2)..][..tw];
+            for t in 0..tw {
+                v2[t] = ei[t + 1] - oi[t];
+            }
+            let v3 = &mut v[at(3)..][..tw];
+            for t in 0..tw {
+                v3[t] = oi[t] - oi[t + 1];
+            }
+        }
+    }
+}
+
+/// `Aᵀ m A` of output channel `o` for tile rows `r0..r1` (`m[k * k_stride + o * tc + t]`),
+/// finished by `ep` and written to `dst`'s plane `o`. Vectorised over the tiles of a row.
+///
+/// # Safety
+/// `dst` holds `[c_out, n, h, w]`, and no other thread writes these rows of plane `o`.
+unsafe fn output_transform(
+    m: &[f32],
+    o: usize,
+    k_stride: usize,
+    g: &Tiles,
+    (r0, r1): (usize, usize),
+    dst: SharedMut,
+    ep: Epilogue,
+) {
+    let tc = (r1 - r0) * g.tw;
+    let plane = g.h * g.w;
+    let tw = g.tw;
+    let b = ep.bias[o];
+    // Aᵀ over the rows: [2][4][tw]; then one output row: [2 tw]
+    let mut rr = vec![0f32; 8 * tw];
+    let mut y = vec![0f32; 2 * tw];
+    for row in r0..r1 {
+        let (img, ty) = (row / g.th, row % g.th);
+        let col0 = o * tc + (row - r0) * tw;
+        let q = |k: usize| &m[k * k_stride + col0..][..tw];
+        {
+            let (top, bottom) = rr.split_at_mut(4 * tw);
+            for j in 0..4 {
+                let (q0, q1, q2, q3) = (q(j), q(4 + j), q(8 + j), q(12 + j));
+                let (t0, t1) = (&mut top[j * tw..][..tw], &mut bottom[j * tw..][..tw]);
+                for t in 0..tw {
+                    t0[t] = q0[t] + q1[t] + q2[t];
+                    t1[t] = q1[t] - q2[t] - q3[t];
+                }
+            }
+        }
+        for a in 0..2 {
+            let yy = 2 * ty + a;
+            if yy >= g.h {
+                break;
+            }
+            let ra = &rr[a * 4 * tw..][..4 * tw];
+            let (p0, p1, p2, p3) = (
+                &ra[..tw],
+                &ra[tw..2 * tw],
+                &ra[2 * tw..3 * tw],
+                &ra[3 * tw..],
+            );
+            // A over the columns, interleaved into the output row
+            for (t, pair) in y.chunks_exact_mut(2).enumerate() {
+                pair[0] = p0[t] + p1[t] + p2[t];
+                pair[1] = p1[t] - p2[t] - p3[t];
+            }
+            let out = std::slice::from_raw_parts_mut(
+                dst.get().add((o * g.n + img) * plane + yy * g.w),
+                g.w,
+            );
+            let y = &y[..g.w];
+            match (ep.accumulate, ep.act) {
+                (false, None) => out.iter_mut().zip(y).for_each(|(p, &v)| *p = v + b),
+                (false, Some(s)) => out.iter_mut().zip(y).for_each(|(p, &v)| {
+                    let t = v + b;
+                    *p = if t >= 0.0 { t } else { t * s };
+                }),
+                (true, None) => out.iter_mut().zip(y).for_each(|(p, &v)| *p += v + b),
+                (true, Some(s)) => out.iter_mut().zip(y).for_each(|(p, &v)| {
+                    let t = *p + v + b;
+                    *p = if t >= 0.0 { t } else { t * s };
+                }),
+            }
+        }
+    }
+}
+
+/// A pointer shared by threads writing disjoint parts.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: only used for disjoint writes (see the callers).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct cross-correlation, padding 1, in f64.
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        x: &[f32],
+        wt: &[f32],
+        (c_in, c_out, n, h, w): (usize, usize, usize, usize, usize),
+    ) -> Vec<f64> {
+        let mut y = vec![0f64; c_out * n * h * w];
+        for o in 0..c_out {
+            for img in 0..n {
+                for i in 0..h {
+                    for j in 0..w {
+                        let mut s = 0f64;
+                        for c in 0..c_in {
+                            for a in 0..3 {
+                                for b in 0..3 {
+                                    let (yy, xx) = (i as isize + a - 1, j as isize + b - 1);
+                                    if (0..h as isize).contains(&yy)
+                                        && (0..w as isize).contains(&xx)
+                                    {
+                                        s += x[((c * n + img) * h + yy as usize) * w + xx as usize]
+                                            as f64
+                                            * wt[((o * c_in + c) * 3 + a as usize) * 3 + b as usize]
+                                                as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y[((o * n + img) * h + i) * w + j] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn rand(len: usize, seed: &mut u64) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                (*seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn winograd_matches_direct_convolution() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15;
+        // odd and even sizes, 1x1 and 1xW maps, both paths (few tiles and chunks)
+        for &(c_in, c_out, n, h, w) in &[
+            (3, 4, 1, 5, 7),
+            (8, 5, 2, 6, 6),
+            (4, 3, 1, 1, 1),
+            (2, 2, 3, 1, 9),
+            (16, 24, 2, 28, 27),
+            (24, 8, 8, 14, 14),
+            (2, 3, 1, 5, 131),
+            (3, 2, 4, 9, 130),
+        ] {
+            let x = rand(c_in * n * h * w, &mut seed);
+            let wt = rand(c_out * c_in * 9, &mut seed);
+            let bias = rand(c_out, &mut seed);
+            let res = rand(c_out * n * h * w, &mut seed);
+            let want = direct(&x, &wt, (c_in, c_out, n, h, w));
+            let wg = Winograd::new(&wt, c_out, c_in);
+            for (accumulate, act) in [(false, None), (false, Some(0.01f32)), (true, Some(0.0))] {
+                let mut out = if accumulate {
+                    res.clone()
+                } else {
+                    vec![f32::NAN; res.len()]
+                };
+                wg.run(
+                    &x,
+                    (n, h, w),
+                    &mut out,
+                    Epilogue {
+                        bias: &bias,
+                        accumulate,
+                        act,
+                    },
+                );
+                let plane = n * h * w;
+                for (i, (&got, &y)) in out.iter().zip(&want).enumerate() {
+                    let mut e = y + bias[i / plane] as f64;
+                    if accumulate {
+                        e += res[i] as f64;
+                    }
+                    if let Some(s) = act {
+                        e = if e >= 0.0 { e } else { e * s as f64 };
+                    }
+                    assert!(
+                        (got as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()) * (c_in as f64).sqrt(),
+                        "{c_in}x{c_out} n{n} {h}x{w} acc {accumulate} act {act:?} at {i}: \
+                         {got} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+}

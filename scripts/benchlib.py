@@ -1,0 +1,35 @@
+"""Shared timing helpers of the PyTorch comparison scripts (bench_vs_pytorch.py,
+bench_vs_timm.py, bench_asl_torch_cuda.py): one timing loop for all of them."""
+
+import time
+
+
+def time_ms(step, runs, warmup=2, sync=None, pipelined=False):
+    """Times `step()`: `warmup` untimed calls, then `runs` timed calls, each between two calls of
+    `sync` (e.g. `torch.cuda.synchronize`; None on the CPU). Returns the sorted times in
+    milliseconds; with `pipelined`, also the mean of `runs` back-to-back calls followed by one
+    `sync` (what a GPU reaches when launches overlap)."""
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(runs):
+        sync()
+        t = time.perf_counter()
+        step()
+        sync()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    if not pipelined:
+        return times
+    t = time.perf_counter()
+    for _ in range(runs):
+        step()
+    sync()
+    return times, (time.perf_counter() - t) * 1e3 / runs
+
+
+def pick(sorted_times, q):
+    """The `q` quantile (0.5: the median) of sorted times, nearest rank."""
+    return sorted_times[round((len(sorted_times) - 1) * q)]
