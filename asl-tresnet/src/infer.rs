@@ -304,7 +304,12 @@ impl ConvLayer {
         });
         if let Some(profile) = pool.profile.as_mut() {
             let kinds = [
-                "conv 3x3: im2col",
+                // a 1x1 layer's first part only picks its columns
+                if self.k == 3 {
+                    "conv 3x3: im2col"
+                } else {
+                    self.gemm_kind()
+                },
                 self.gemm_kind(),
                 epilogue_kind(accumulate),
             ];

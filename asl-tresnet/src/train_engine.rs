@@ -148,7 +148,8 @@ impl Grads {
 /// What a convolution + BatchNorm layer keeps for its backward pass.
 struct ConvBnSaved {
     input: Rc<Act>,
-    /// A 3x3 layer's im2col matrix, kept from the forward pass for the weight gradient.
+    /// A 3x3 layer's im2col matrix, kept from the forward pass for the weight gradient (not
+    /// with Winograd, which transforms the input again in the backward pass).
     cols: Option<Vec<f32>>,
     /// The normalised convolution output `[c_out, n * h * w]`.
     xhat: Vec<f32>,
@@ -301,6 +302,24 @@ fn cols3x3(x: &Act) -> Vec<f32> {
     cols
 }
 
+/// `y` `[c_out, n, h, w]` = the stride-1, padding-1 3x3 convolution of `x` with `weight`
+/// `[c_out, c_in, 3, 3]`, by Winograd F(2x2, 3x3) (the transform of the weights is redone per
+/// call: they change every step).
+fn winograd_conv(weight: &[f32], (c_out, c_in): (usize, usize), x: &Act, y: &mut [f32]) {
+    winograd_run(&crate::winograd::Winograd::new(weight, c_out, c_in), x, y)
+}
+
+/// `y` = `wg`'s convolution of `x`, no bias, no activation.
+fn winograd_run(wg: &crate::winograd::Winograd, x: &Act, y: &mut [f32]) {
+    let bias = vec![0f32; wg.c_out()];
+    let ep = crate::winograd::Epilogue {
+        bias: &bias,
+        accumulate: false,
+        act: None,
+    };
+    wg.run(&x.data, (x.n, x.h, x.w), y, ep);
+}
+
 /// Adds the columns `dcols` `[c * 9, n * h * w]` back onto the input positions they were read
 /// from (the adjoint of [`cols3x3`]): `dx` `[c, n, h, w]`.
 fn col2im3x3(dcols: &[f32], c: usize, n: usize, h: usize, w: usize) -> Vec<f32> {
@@ -434,6 +453,11 @@ impl ConvBn {
         let cols = if k == 1 {
             timed("conv forward (1x1 gemm)", || {
                 matmul(&mut y, (c_out, m, kk), &weight, false, &x.data, false)
+            });
+            None
+        } else if crate::winograd::enabled() {
+            timed("conv forward (3x3 Winograd)", || {
+                winograd_conv(&weight, (c_out, c_in), &x, &mut y)
             });
             None
         } else {
@@ -576,6 +600,11 @@ impl ConvBn {
         let kk = c_in * k * k;
         let mut dw = vec![0f32; c_out * kk];
         match s.cols {
+            None if k == 3 => {
+                dw = timed("conv weight grad (3x3 Winograd)", || {
+                    crate::winograd::weight_grad(&dy, &s.input.data, (c_out, c_in), (n, s.h, s.w))
+                })
+            }
             None => timed("conv weight grad (1x1 gemm)", || {
                 matmul_split_k(&mut dw, (c_out, kk, m), &dy, &s.input.data)
             }),
@@ -592,6 +621,24 @@ impl ConvBn {
         if !need_input {
             give(dy);
             return Ok(None);
+        }
+        if k == 3 && crate::winograd::enabled() {
+            // the input gradient of a stride-1 3x3 convolution is the 3x3 convolution of dy
+            // with the kernel transposed (in and out channels swapped) and flipped
+            let dy_act = Act {
+                data: dy,
+                c: c_out,
+                n,
+                h: s.h,
+                w: s.w,
+            };
+            let mut dx = take(c_in * m);
+            timed("conv input grad (3x3 Winograd)", || {
+                let wg = crate::winograd::Winograd::for_input_grad(&s.weight, c_out, c_in);
+                winograd_run(&wg, &dy_act, &mut dx)
+            });
+            give(dy_act.data);
+            return Ok(Some(dx));
         }
         let mut dcols = take(kk * m);
         let kind = if k == 1 {

@@ -79,37 +79,73 @@ const CHUNK_FLOATS: usize = 1 << 19;
 const MIN_CHUNK: usize = 16;
 
 impl Winograd {
+    /// Output channels.
+    pub(crate) fn c_out(&self) -> usize {
+        self.c_out
+    }
+
     /// From the `[o, c, 3, 3]` row-major weights.
     pub(crate) fn new(weight: &[f32], c_out: usize, c_in: usize) -> Winograd {
         assert_eq!(weight.len(), c_out * c_in * 9);
-        let plane = c_out * c_in;
-        let mut u = vec![0f32; 16 * plane];
-        for o in 0..c_out {
-            for c in 0..c_in {
-                let g = &weight[(o * c_in + c) * 9..][..9];
-                // G g: 4x3 (in f64: the transformed weights are computed once)
-                let mut gg = [[0f64; 3]; 4];
-                for j in 0..3 {
-                    let (g0, g1, g2) = (g[j] as f64, g[3 + j] as f64, g[6 + j] as f64);
-                    gg[0][j] = g0;
-                    gg[1][j] = 0.5 * (g0 + g1 + g2);
-                    gg[2][j] = 0.5 * (g0 - g1 + g2);
-                    gg[3][j] = g2;
-                }
-                // (G g) Gᵀ: 4x4
-                for (i, r) in gg.iter().enumerate() {
-                    let row = [
-                        r[0],
-                        0.5 * (r[0] + r[1] + r[2]),
-                        0.5 * (r[0] - r[1] + r[2]),
-                        r[2],
-                    ];
-                    for (j, v) in row.into_iter().enumerate() {
-                        u[(4 * i + j) * plane + o * c_in + c] = v as f32;
+        Winograd::from_fn(c_out, c_in, |o, c| {
+            std::array::from_fn(|t| weight[(o * c_in + c) * 9 + t])
+        })
+    }
+
+    /// The convolution that gives the input gradient of the stride-1, padding-1 convolution
+    /// with `weight` (`[c_out, c_in, 3, 3]`): `dx = conv(dy, w')` with `w'[c][o]` = `w[o][c]`
+    /// flipped in both directions (a `c_in` x `c_out` kernel).
+    pub(crate) fn for_input_grad(weight: &[f32], c_out: usize, c_in: usize) -> Winograd {
+        assert_eq!(weight.len(), c_out * c_in * 9);
+        Winograd::from_fn(c_in, c_out, |c, o| {
+            std::array::from_fn(|t| weight[(o * c_in + c) * 9 + 8 - t])
+        })
+    }
+
+    /// From a function giving the 3x3 kernel (row-major) of output `o` and input `c`; the
+    /// transform `G g Gᵀ` runs in parallel over the outputs.
+    fn from_fn(
+        c_out: usize,
+        c_in: usize,
+        kernel: impl Fn(usize, usize) -> [f32; 9] + Sync,
+    ) -> Winograd {
+        // [o][16][c] first (each output's rows together), then [16][o][c]
+        let mut by_o = vec![0f32; 16 * c_out * c_in];
+        by_o.par_chunks_mut(16 * c_in)
+            .enumerate()
+            .for_each(|(o, uo)| {
+                for c in 0..c_in {
+                    let g = kernel(o, c);
+                    // G g: 4x3
+                    let mut gg = [[0f32; 3]; 4];
+                    for j in 0..3 {
+                        let (g0, g1, g2) = (g[j], g[3 + j], g[6 + j]);
+                        gg[0][j] = g0;
+                        gg[1][j] = 0.5 * (g0 + g1 + g2);
+                        gg[2][j] = 0.5 * (g0 - g1 + g2);
+                        gg[3][j] = g2;
+                    }
+                    // (G g) Gᵀ: 4x4
+                    for (i, r) in gg.iter().enumerate() {
+                        let row = [
+                            r[0],
+                            0.5 * (r[0] + r[1] + r[2]),
+                            0.5 * (r[0] - r[1] + r[2]),
+                            r[2],
+                        ];
+                        for (j, v) in row.into_iter().enumerate() {
+                            uo[(4 * i + j) * c_in + c] = v;
+                        }
                     }
                 }
+            });
+        let plane = c_out * c_in;
+        let mut u = vec![0f32; 16 * plane];
+        u.par_chunks_mut(plane).enumerate().for_each(|(k, uk)| {
+            for (o, row) in uk.chunks_exact_mut(c_in).enumerate() {
+                row.copy_from_slice(&by_o[(o * 16 + k) * c_in..][..c_in]);
             }
-        }
+        });
         Winograd { u, c_in, c_out }
     }
 
@@ -152,8 +188,9 @@ impl Winograd {
                             input_transform(x, c, &tiles, (r0, r1), v, self.c_in * tc);
                         }
                         let t_in = start.elapsed();
+                        let (ci, co) = (self.c_in * tc, self.c_out * tc);
                         for k in 0..16 {
-                            self.product(k, v, m, tc);
+                            self.product(k, &v[k * ci..], &mut m[k * co..], tc);
                         }
                         let t_gemm = start.elapsed() - t_in;
                         for o in 0..self.c_out {
@@ -170,39 +207,55 @@ impl Winograd {
             // few tiles (small maps): transforms parallel over channels, the 16 products in
             // parallel
             let start = std::time::Instant::now();
-            let t_all = rows * tiles.tw;
-            let mut v = vec![0f32; 16 * self.c_in * t_all];
-            let mut m = vec![0f32; 16 * self.c_out * t_all];
-            let vs = SharedMut(v.as_mut_ptr());
-            (0..self.c_in).into_par_iter().for_each(|c| {
-                // SAFETY: channel c writes only its own rows of every v_k.
-                let v = unsafe { std::slice::from_raw_parts_mut(vs.get(), 16 * self.c_in * t_all) };
-                input_transform(x, c, &tiles, (0, rows), v, self.c_in * t_all);
-            });
-            let t_in = start.elapsed();
-            let (ms, v_ref) = (SharedMut(m.as_mut_ptr()), &v);
-            (0..16).into_par_iter().for_each(|k| {
-                // SAFETY: product k writes only m_k.
-                let m =
-                    unsafe { std::slice::from_raw_parts_mut(ms.get(), 16 * self.c_out * t_all) };
-                self.product(k, v_ref, m, t_all);
-            });
-            let t_gemm = start.elapsed() - t_in;
-            let m_ref = &m;
-            (0..self.c_out).into_par_iter().for_each(|o| unsafe {
-                // SAFETY: output channel o writes only its own plane.
-                output_transform(m_ref, o, self.c_out * t_all, &tiles, (0, rows), dst, ep)
-            });
+            let v = transform_input(x, self.c_in, (n, h, w));
+            let t_gemm = self.run_from_v(&v, (n, h, w), out, ep);
             add(0, start.elapsed() - t_gemm);
             add(1, t_gemm);
         }
         nanos.map(|a| std::time::Duration::from_nanos(a.into_inner()))
     }
 
+    /// The convolution from the transformed input `v` of [`transform_input`] (`[16][c_in][T]`,
+    /// T all tiles): the 16 products in parallel, then the output transform in parallel over
+    /// the output channels. Returns the time of the products.
+    pub(crate) fn run_from_v(
+        &self,
+        v: &[f32],
+        (n, h, w): (usize, usize, usize),
+        out: &mut [f32],
+        ep: Epilogue,
+    ) -> std::time::Duration {
+        let tiles = Tiles::new(n, h, w);
+        let t_all = tiles.rows() * tiles.tw;
+        assert!(v.len() >= 16 * self.c_in * t_all && out.len() >= self.c_out * n * h * w);
+        assert_eq!(ep.bias.len(), self.c_out);
+        let start = std::time::Instant::now();
+        let mut m = vec![0f32; 16 * self.c_out * t_all];
+        m.par_chunks_mut(self.c_out * t_all)
+            .enumerate()
+            .for_each(|(k, m_k)| self.product(k, &v[k * self.c_in * t_all..], m_k, t_all));
+        let t_gemm = start.elapsed();
+        let dst = SharedMut(out.as_mut_ptr());
+        let m_ref = &m;
+        (0..self.c_out).into_par_iter().for_each(|o| unsafe {
+            // SAFETY: output channel o writes only its own plane.
+            output_transform(
+                m_ref,
+                o,
+                self.c_out * t_all,
+                &tiles,
+                (0, tiles.rows()),
+                dst,
+                ep,
+            )
+        });
+        t_gemm
+    }
+
     /// `m_k = u_k v_k` for a chunk of `tc` tiles (`v`: `[16][c_in][tc]`, `m`: `[16][c_out][tc]`).
-    fn product(&self, k: usize, v: &[f32], m: &mut [f32], tc: usize) {
+    /// (`v`, `m`: from plane k on, or `v_k`, `m_k` themselves with `k` only picking `u_k`).
+    fn product(&self, k: usize, v_k: &[f32], m_k: &mut [f32], tc: usize) {
         let plane = self.c_out * self.c_in;
-        let (v_k, m_k) = (&v[k * self.c_in * tc..], &mut m[k * self.c_out * tc..]);
         assert!(v_k.len() >= self.c_in * tc && m_k.len() >= self.c_out * tc);
         // SAFETY: the slices hold the [c_out, tc], [c_out, c_in] and [c_in, tc] matrices.
         unsafe {
@@ -214,6 +267,244 @@ impl Winograd {
                 (v_k.as_ptr(), tc),
                 gemm::Parallelism::None,
             )
+        }
+    }
+}
+
+/// `Bᵀ d B` of every patch of `x` (`[c, n, h, w]`): `v` `[16][c][T]`, T = n * ceil(h/2) *
+/// ceil(w/2), tiles in row-major order per image. Parallel over the channels.
+pub(crate) fn transform_input(x: &[f32], c: usize, (n, h, w): (usize, usize, usize)) -> Vec<f32> {
+    let tiles = Tiles::new(n, h, w);
+    let t_all = tiles.rows() * tiles.tw;
+    assert!(x.len() >= c * n * h * w);
+    let mut v = vec![0f32; 16 * c * t_all];
+    let vs = SharedMut(v.as_mut_ptr());
+    let len = v.len();
+    (0..c).into_par_iter().for_each(|ch| {
+        // SAFETY: channel ch writes only its own rows of every plane; `v` outlives the loop.
+        let v = unsafe { std::slice::from_raw_parts_mut(vs.get(), len) };
+        input_transform(x, ch, &tiles, (0, tiles.rows()), v, c * t_all);
+    });
+    v
+}
+
+/// Reduction pieces of [`weight_grad`]'s tiled path: fixed (not the thread count), so the
+/// partial sums add up in the same order on every machine.
+const DW_PIECES: usize = 8;
+
+/// The weight gradient `[c_out, c_in, 3, 3]` of the convolution of `x` (`[c_in, n, h, w]`)
+/// whose output gradient is `dy` (`[c_out, n, h, w]`), each step the adjoint of the forward
+/// pass's: `dM = A dY Aᵀ` per tile (outputs past an odd edge have no gradient), `dU_k = Σ dM_k
+/// V_kᵀ` over the tiles (`V`: the forward's transformed patches), `dW = Gᵀ dU G`.
+///
+/// Many tiles: [`DW_PIECES`] pieces of tile rows in parallel, each in chunks whose `V` and `dM`
+/// stay in L2, each summing into its own `dU`; the pieces are then added in order. Few tiles
+/// (small maps, many channels): whole `V` and `dM`, the 16 products in parallel.
+pub(crate) fn weight_grad(
+    dy: &[f32],
+    x: &[f32],
+    (c_out, c_in): (usize, usize),
+    (n, h, w): (usize, usize, usize),
+) -> Vec<f32> {
+    let g = Tiles::new(n, h, w);
+    let (rows, tw) = (g.rows(), g.tw);
+    let t_all = rows * tw;
+    assert!(dy.len() >= c_out * n * h * w && x.len() >= c_in * n * h * w);
+    let pieces = rows.min(DW_PIECES);
+    let plane_u = c_out * c_in;
+    // dU_k (+)= dM_k V_kᵀ for the tc tiles of a chunk
+    let product = |du: &mut [f32], dm: &[f32], v: &[f32], tc: usize, accumulate: bool| {
+        for k in 0..16 {
+            let (dm_k, v_k) = (&dm[k * c_out * tc..], &v[k * c_in * tc..]);
+            let du_k = &mut du[k * plane_u..][..plane_u];
+            assert!(dm_k.len() >= c_out * tc && v_k.len() >= c_in * tc);
+            // SAFETY: dm_k is [c_out, tc], v_k [c_in, tc] (read transposed), du_k
+            // [c_out, c_in]; nothing overlaps.
+            unsafe {
+                gemm::gemm(
+                    c_out,
+                    c_in,
+                    tc,
+                    du_k.as_mut_ptr(),
+                    1,
+                    c_in as isize,
+                    accumulate,
+                    dm_k.as_ptr(),
+                    1,
+                    tc as isize,
+                    v_k.as_ptr(),
+                    tc as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+        }
+    };
+    let du = if pieces >= 2 && pieces * c_out <= t_all {
+        let per = rows.div_ceil(pieces);
+        let chunk_rows = (CHUNK_FLOATS / (16 * (c_in + c_out) * tw)).max(1);
+        let partials: Vec<Vec<f32>> = (0..rows.div_ceil(per))
+            .into_par_iter()
+            .map(|p| {
+                let mut du = vec![0f32; 16 * plane_u];
+                let (ra, rb) = (p * per, ((p + 1) * per).min(rows));
+                SCRATCH.with(|s| {
+                    let (v, dm) = &mut *s.borrow_mut();
+                    let mut r0 = ra;
+                    while r0 < rb {
+                        let r1 = (r0 + chunk_rows).min(rb);
+                        let tc = (r1 - r0) * tw;
+                        v.resize(16 * c_in * tc, 0.0);
+                        dm.resize(16 * c_out * tc, 0.0);
+                        for c in 0..c_in {
+                            input_transform(x, c, &g, (r0, r1), v, c_in * tc);
+                        }
+                        for o in 0..c_out {
+                            output_grad_transform(dy, o, &g, (r0, r1), dm, c_out * tc);
+                        }
+                        product(&mut du, dm, v, tc, r0 > ra);
+                        r0 = r1;
+                    }
+                });
+                du
+            })
+            .collect();
+        let mut du = vec![0f32; 16 * plane_u];
+        for part in &partials {
+            du.par_iter_mut()
+                .zip(part.par_iter())
+                .for_each(|(d, p)| *d += p);
+        }
+        du
+    } else {
+        let v = transform_input(x, c_in, (n, h, w));
+        let mut dm = vec![0f32; 16 * c_out * t_all];
+        let ds = SharedMut(dm.as_mut_ptr());
+        let len = dm.len();
+        (0..c_out).into_par_iter().for_each(|o| {
+            // SAFETY: channel o writes only its own rows of every plane.
+            let dm = unsafe { std::slice::from_raw_parts_mut(ds.get(), len) };
+            output_grad_transform(dy, o, &g, (0, rows), dm, c_out * t_all);
+        });
+        let mut du = vec![0f32; 16 * plane_u];
+        du.par_chunks_mut(plane_u)
+            .enumerate()
+            .for_each(|(k, du_k)| {
+                // one plane at a time: k picks dM_k and V_k
+                let (dm_k, v_k) = (&dm[k * c_out * t_all..], &v[k * c_in * t_all..]);
+                // SAFETY: as in `product`.
+                unsafe {
+                    gemm::gemm(
+                        c_out,
+                        c_in,
+                        t_all,
+                        du_k.as_mut_ptr(),
+                        1,
+                        c_in as isize,
+                        false,
+                        dm_k.as_ptr(),
+                        1,
+                        t_all as isize,
+                        v_k.as_ptr(),
+                        t_all as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            });
+        du
+    };
+    // dW = Gᵀ dU G, with G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]
+    let gm = [
+        [1f32, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut dw = vec![0f32; c_out * c_in * 9];
+    dw.par_chunks_mut(c_in * 9)
+        .enumerate()
+        .for_each(|(o, dw_o)| {
+            for c in 0..c_in {
+                let du_at = |i: usize, j: usize| du[(4 * i + j) * plane_u + o * c_in + c];
+                for a in 0..3 {
+                    for b in 0..3 {
+                        let mut s = 0f32;
+                        for (i, gi) in gm.iter().enumerate() {
+                            for (j, gj) in gm.iter().enumerate() {
+                                s += gi[a] * du_at(i, j) * gj[b];
+                            }
+                        }
+                        dw_o[c * 9 + a * 3 + b] = s;
+                    }
+                }
+            }
+        });
+    dw
+}
+
+/// `A dY Aᵀ` of output channel `o`'s gradient for tile rows `r0..r1`, into
+/// `dm[k * k_stride + o * tc + t]` (the adjoint of [`output_transform`]; outputs past an odd
+/// edge contribute nothing).
+fn output_grad_transform(
+    dy: &[f32],
+    o: usize,
+    g: &Tiles,
+    (r0, r1): (usize, usize),
+    dm: &mut [f32],
+    k_stride: usize,
+) {
+    let (tw, plane) = (g.tw, g.h * g.w);
+    let tc = (r1 - r0) * tw;
+    // A over the columns of the two output rows of a tile row: q[a][j], [2][4][tw]
+    let mut q = vec![0f32; 8 * tw];
+    for row in r0..r1 {
+        let (img, ty) = (row / g.th, row % g.th);
+        for a in 0..2 {
+            let qa = &mut q[a * 4 * tw..][..4 * tw];
+            let yy = 2 * ty + a;
+            if yy >= g.h {
+                qa.fill(0.0);
+                continue;
+            }
+            let src = &dy[(o * g.n + img) * plane + yy * g.w..][..g.w];
+            let (q0, rest) = qa.split_at_mut(tw);
+            let (q1, rest) = rest.split_at_mut(tw);
+            let (q2, q3) = rest.split_at_mut(tw);
+            for t in 0..tw {
+                let d0 = src[2 * t];
+                let d1 = if 2 * t + 1 < g.w { src[2 * t + 1] } else { 0.0 };
+                q0[t] = d0;
+                q1[t] = d0 + d1;
+                q2[t] = d0 - d1;
+                q3[t] = -d1;
+            }
+        }
+        // A over the rows: dM[0] = q0, dM[1] = q0 + q1, dM[2] = q0 - q1, dM[3] = -q1
+        let col0 = o * tc + (row - r0) * tw;
+        for j in 0..4 {
+            let (p0, p1) = (&q[j * tw..][..tw], &q[4 * tw + j * tw..][..tw]);
+            let at = |i: usize| (4 * i + j) * k_stride + col0;
+            dm[at(0)..][..tw].copy_from_slice(p0);
+            for ((d, &a), &b) in dm[at(1)..][..tw].iter_mut().zip(p0).zip(p1) {
+                *d = a + b;
+            }
+            for ((d, &a), &b) in dm[at(2)..][..tw].iter_mut().zip(p0).zip(p1) {
+                *d = a - b;
+            }
+            for (d, &b) in dm[at(3)..][..tw].iter_mut().zip(p1) {
+                *d = -b;
+            }
         }
     }
 }
@@ -455,6 +746,78 @@ mod tests {
     }
 
     #[test]
+    fn input_grad_is_the_adjoint() {
+        // <conv(x), dy> = <x, conv_for_input_grad(dy)> for random x, dy
+        let mut seed = 0xDEAD_BEEF_1234_5678;
+        for &(c_in, c_out, n, h, w) in &[(3, 5, 2, 7, 6), (4, 2, 1, 1, 3), (6, 7, 3, 12, 11)] {
+            let x = rand(c_in * n * h * w, &mut seed);
+            let dy = rand(c_out * n * h * w, &mut seed);
+            let wt = rand(c_out * c_in * 9, &mut seed);
+            let y = direct(&x, &wt, (c_in, c_out, n, h, w));
+            let mut dx = vec![0f32; x.len()];
+            let zeros = vec![0f32; c_in];
+            let ep = Epilogue {
+                bias: &zeros,
+                accumulate: false,
+                act: None,
+            };
+            Winograd::for_input_grad(&wt, c_out, c_in).run(&dy, (n, h, w), &mut dx, ep);
+            let lhs: f64 = y.iter().zip(&dy).map(|(a, &b)| a * b as f64).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(&a, &b)| a as f64 * b as f64).sum();
+            assert!(
+                (lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()),
+                "{c_in}x{c_out} {h}x{w}: {lhs} vs {rhs}"
+            );
+        }
+    }
+
+    #[test]
+    fn weight_grad_matches_direct() {
+        let mut seed = 0x1234_5678_9ABC_DEF1;
+        // both paths: whole (few tiles) and pieces of chunks
+        for &(c_in, c_out, n, h, w) in &[
+            (3, 4, 2, 5, 7),
+            (5, 2, 1, 6, 6),
+            (2, 3, 3, 1, 1),
+            (2, 3, 4, 17, 9),
+            (3, 2, 2, 40, 13),
+            // several L2 chunks per piece
+            (24, 24, 1, 80, 274),
+        ] {
+            let x = rand(c_in * n * h * w, &mut seed);
+            let dy = rand(c_out * n * h * w, &mut seed);
+            let got = weight_grad(&dy, &x, (c_out, c_in), (n, h, w));
+            for o in 0..c_out {
+                for c in 0..c_in {
+                    for a in 0..3 {
+                        for b in 0..3 {
+                            let mut want = 0f64;
+                            for img in 0..n {
+                                for i in 0..h {
+                                    for j in 0..w {
+                                        let (yy, xx) = (i + a, j + b); // padded coordinates
+                                        if yy == 0 || yy > h || xx == 0 || xx > w {
+                                            continue;
+                                        }
+                                        want += dy[((o * n + img) * h + i) * w + j] as f64
+                                            * x[((c * n + img) * h + yy - 1) * w + xx - 1] as f64;
+                                    }
+                                }
+                            }
+                            let g = got[((o * c_in + c) * 3 + a) * 3 + b] as f64;
+                            assert!(
+                                (g - want).abs()
+                                    <= 1e-5 * (1.0 + want.abs()) * ((n * h * w) as f64).sqrt(),
+                                "{c_in}x{c_out} n{n} {h}x{w} [{o},{c},{a},{b}]: {g} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn winograd_matches_direct_convolution() {
         let mut seed = 0x9E37_79B9_7F4A_7C15;
         // odd and even sizes, 1x1 and 1xW maps, both paths (few tiles and chunks)
@@ -506,6 +869,45 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// Not a test: times the pieces at one tresnet_m layer's shape (run by hand, release).
+    #[test]
+    #[ignore = "timing, by hand: cargo test --release -p asl-tresnet --lib timing -- --ignored --nocapture"]
+    fn winograd_pieces_timing() {
+        for &(c, n, hw) in &[(64usize, 8usize, 56usize), (128, 8, 28), (256, 8, 14)] {
+            let x = vec![0.5f32; c * n * hw * hw];
+            let wt = vec![0.1f32; c * c * 9];
+            let t = std::time::Instant::now();
+            let v = transform_input(&x, c, (n, hw, hw));
+            let t_v = t.elapsed();
+            let wg = Winograd::new(&wt, c, c);
+            let mut y = vec![0f32; c * n * hw * hw];
+            let bias = vec![0f32; c];
+            let ep = Epilogue {
+                bias: &bias,
+                accumulate: false,
+                act: None,
+            };
+            let t = std::time::Instant::now();
+            let tg = wg.run_from_v(&v, (n, hw, hw), &mut y, ep);
+            let t_f = t.elapsed();
+            let t = std::time::Instant::now();
+            wg.run(&x, (n, hw, hw), &mut y, ep);
+            let t_tiled = t.elapsed();
+            let t = std::time::Instant::now();
+            let _dw = weight_grad(&y, &x, (c, c), (n, hw, hw));
+            let t_dw = t.elapsed();
+            println!(
+                "C={c} n={n} {hw}x{hw}: transform_input {t_v:?}, run_from_v {t_f:?} (gemm {tg:?}), \
+                 tiled run {t_tiled:?}, weight_grad {t_dw:?}"
+            );
         }
     }
 }
