@@ -87,7 +87,7 @@ pub(crate) fn tensor_f32(t: &Tensor) -> Result<Vec<f32>> {
 /// A stride-1 "same" convolution (k = 1 or 3) with its BatchNorm folded into weight and bias,
 /// an optional LeakyReLU, and an optional anti-aliasing blur (stride 2) after it.
 pub(crate) struct ConvLayer {
-    /// `[o, c * k * k]`, row-major.
+    /// `[o, c * k * k]`, row-major (empty for a Winograd layer).
     weight: Vec<f32>,
     bias: Vec<f32>,
     c_in: usize,
@@ -106,13 +106,27 @@ impl ConvLayer {
         slope: Option<f64>,
         blur: bool,
     ) -> Result<Self> {
+        Self::with_winograd(weight, bias, slope, blur, crate::winograd::enabled())
+    }
+
+    /// [`Self::new`], with Winograd for a 3x3 layer or not (im2col).
+    fn with_winograd(
+        weight: &Tensor,
+        bias: &Tensor,
+        slope: Option<f64>,
+        blur: bool,
+        winograd: bool,
+    ) -> Result<Self> {
         let (c_out, c_in, k, k2) = weight.dims4()?;
         if k != k2 || (k != 1 && k != 3) {
             candle_core::bail!("inference engine: {k}x{k2} convolutions are not supported");
         }
-        let weight = tensor_f32(weight)?;
-        let winograd = (k == 3 && crate::winograd::enabled())
-            .then(|| crate::winograd::Winograd::new(&weight, c_out, c_in));
+        let mut weight = tensor_f32(weight)?;
+        let winograd =
+            (k == 3 && winograd).then(|| crate::winograd::Winograd::new(&weight, c_out, c_in));
+        if winograd.is_some() {
+            weight = Vec::new(); // only the im2col path reads it
+        }
         Ok(ConvLayer {
             weight,
             bias: tensor_f32(bias)?,
@@ -889,9 +903,10 @@ mod tests {
             let weight = Tensor::randn(0f32, 0.2, (c_out, c_in, 3, 3), &dev).expect("w");
             let bias = Tensor::randn(0f32, 0.5, c_out, &dev).expect("b");
             let fast = ConvLayer::new(&weight, &bias, Some(0.01), false).expect("layer");
-            let mut plain = ConvLayer::new(&weight, &bias, Some(0.01), false).expect("layer");
+            let plain =
+                ConvLayer::with_winograd(&weight, &bias, Some(0.01), false, false).expect("layer");
             assert!(fast.winograd.is_some() || !crate::winograd::enabled());
-            plain.winograd = None;
+            assert!(plain.winograd.is_none());
             let x = Act {
                 data: Tensor::randn(0f32, 1., c_in * n * h * w, &dev)
                     .and_then(|t| t.to_vec1())
