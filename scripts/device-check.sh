@@ -32,7 +32,8 @@
 #   4. the fused ASL's speed against PyTorch eager and against the copy-bandwidth floor
 #   5. TResNet images/s against timm eager: inference tresnet_l@448 b32, training step
 #      tresnet_m@224 b64 in bf16 autocast and in f32 (scripts/bench_vs_timm.py)
-#   6. the CLI end to end: `asl-cli demo --device cuda`, then `infer` on CUDA against the CPU
+#   6. the CLI end to end: `asl-cli demo --device cuda`, then `infer` and `validate` on CUDA
+#      against the CPU (every score within 1e-4, the same mAP)
 # Files written: summary.txt (one line per step), env.txt (steps 1-2), tests.log (step 3),
 # loss-bench.txt + asl-rs-loss-bench.jsonl (4), tresnet-bench.txt (5), cli-e2e.txt (6). The
 # exit status is 0 only if no step failed.
@@ -210,8 +211,9 @@ run_step train-f32-vs-timm 75 "$TIMM_LOG" bash -c \
   'vs_timm --train --precision f32 --cases tresnet_m@224:64'
 
 # ---- 6. the CLI end to end on CUDA ---------------------------------------------------------------
-# `asl-cli demo --device cuda` (train with bf16 autocast, validate, tag), then `infer` with the
-# trained model on CUDA and on the CPU: every score of every test image must agree.
+# `asl-cli demo --device cuda` (train with bf16 autocast, validate, tag), then `infer` and
+# `validate` with the trained model on CUDA and on the CPU: every score of every test image
+# must agree within 1e-4, and the mAP within 1e-3 (points).
 E2E_LOG="$OUTDIR/cli-e2e.txt"
 : > "$E2E_LOG"
 DEMO_DIR="$(mktemp -d "${TMPDIR:-/tmp}/asl-demo.XXXXXX")"
@@ -234,9 +236,20 @@ worst = max(abs(p - q) for x, y in zip(a, b) for p, q in zip(x["scores"], y["sco
 print(f"infer --device cuda vs cpu: {len(a)} images, max |score diff| {worst:.2e}")
 sys.exit(0 if worst <= 1e-4 else 1)
 PYEOF
+  # validate on both devices: the same mAP
+  "$BUNDLE/bin/asl-cli" validate --model "$model" --data "$1/data/test/labels.csv" \
+    --device cuda --json "$1/val-cuda.json" > /dev/null
+  "$BUNDLE/bin/asl-cli" validate --model "$model" --data "$1/data/test/labels.csv" \
+    --device cpu --json "$1/val-cpu.json" > /dev/null
+  python3 - "$1/val-cuda.json" "$1/val-cpu.json" <<'PYEOF'
+import json, sys
+a, b = (json.load(open(p))["map"] for p in sys.argv[1:3])
+print(f"validate mAP: cuda {a}, cpu {b}")
+sys.exit(0 if abs(a - b) <= 1e-3 else 1)
+PYEOF
 }
 export -f infer_both
-run_step infer-cuda-vs-cpu 60 "$E2E_LOG" bash -c 'infer_both "$0"' "$DEMO_DIR"
+run_step infer-validate-cuda-vs-cpu 75 "$E2E_LOG" bash -c 'infer_both "$0"' "$DEMO_DIR"
 rm -rf "$DEMO_DIR"
 
 log "total $SECONDS s; $([ "$FAILED" -eq 0 ] && echo 'all steps passed' || echo 'SOME STEPS FAILED')"
