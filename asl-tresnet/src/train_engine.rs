@@ -598,23 +598,24 @@ impl ConvBn {
         grads.put(beta_t, sums.iter().map(|v| v.1).collect())?;
         let dy = dz;
         let kk = c_in * k * k;
-        let mut dw = vec![0f32; c_out * kk];
-        match s.cols {
-            None if k == 3 => {
-                dw = timed("conv weight grad (3x3 Winograd)", || {
-                    crate::winograd::weight_grad(&dy, &s.input.data, (c_out, c_in), (n, s.h, s.w))
-                })
-            }
+        let dw = match s.cols {
+            None if k == 3 => timed("conv weight grad (3x3 Winograd)", || {
+                crate::winograd::weight_grad(&dy, &s.input.data, (c_out, c_in), (n, s.h, s.w))
+            }),
             None => timed("conv weight grad (1x1 gemm)", || {
-                matmul_split_k(&mut dw, (c_out, kk, m), &dy, &s.input.data)
+                let mut dw = vec![0f32; c_out * kk];
+                matmul_split_k(&mut dw, (c_out, kk, m), &dy, &s.input.data);
+                dw
             }),
             Some(cols) => {
+                let mut dw = vec![0f32; c_out * kk];
                 timed("conv weight grad (3x3 gemm)", || {
                     matmul_split_k(&mut dw, (c_out, kk, m), &dy, &cols)
                 });
                 give(cols);
+                dw
             }
-        }
+        };
         grads.put(self.conv.weight(), dw)?;
         give(s.xhat);
         give_act(s.input);
