@@ -218,7 +218,7 @@ impl Winograd {
     /// The convolution from the transformed input `v` of [`transform_input`] (`[16][c_in][T]`,
     /// T all tiles): the 16 products in parallel, then the output transform in parallel over
     /// the output channels. Returns the time of the products.
-    pub(crate) fn run_from_v(
+    fn run_from_v(
         &self,
         v: &[f32],
         (n, h, w): (usize, usize, usize),
@@ -273,7 +273,7 @@ impl Winograd {
 
 /// `Bᵀ d B` of every patch of `x` (`[c, n, h, w]`): `v` `[16][c][T]`, T = n * ceil(h/2) *
 /// ceil(w/2), tiles in row-major order per image. Parallel over the channels.
-pub(crate) fn transform_input(x: &[f32], c: usize, (n, h, w): (usize, usize, usize)) -> Vec<f32> {
+fn transform_input(x: &[f32], c: usize, (n, h, w): (usize, usize, usize)) -> Vec<f32> {
     let tiles = Tiles::new(n, h, w);
     let t_all = tiles.rows() * tiles.tw;
     assert!(x.len() >= c * n * h * w);
