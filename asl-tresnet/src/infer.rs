@@ -346,15 +346,16 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A pointer shared by the tiles of one convolution, each writing its own columns.
+/// A pointer shared by threads that write disjoint parts of one buffer (the column tiles of a
+/// convolution here, the tile rows and channels of `winograd.rs`).
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: only used for disjoint writes (see run_tiled).
+pub(crate) struct SharedMut(pub(crate) *mut f32);
+// SAFETY: only used for disjoint writes (see run_tiled and winograd.rs's callers).
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

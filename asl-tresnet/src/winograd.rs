@@ -18,6 +18,8 @@
 
 use rayon::prelude::*;
 
+use crate::infer::SharedMut;
+
 /// Whether the engines use Winograd for 3x3 convolutions: yes unless `ASL_WINOGRAD=0` (for A/B
 /// measurements against the im2col path; read once).
 pub(crate) fn enabled() -> bool {
@@ -670,19 +672,6 @@ unsafe fn output_transform(
                 }),
             }
         }
-    }
-}
-
-/// A pointer shared by threads writing disjoint parts.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: only used for disjoint writes (see the callers).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
