@@ -2,8 +2,11 @@
 //
 // Compiled to PTX at build time by asl-core/build.rs (nvcc --ptx -O3 --fmad=false) and loaded by
 // asl-core/src/cuda.rs. The per-element math lives in asl_math.cuh, shared with a host-compiled
-// check. The launch geometry below is read by src/cuda.rs and by tests/cuda_mirror.rs (which
-// emulates the reduction order): change them together.
+// check. The launch geometry below and every kernel's parameter list are what
+// src/cuda_launch.rs plans launches for, and tests/cuda_mirror transcribes the reduction order:
+// change them together. That test also compiles this file for the host and runs every kernel
+// under a CUDA emulation (tests/cuda_emu): keep to what it models (1-D grids, __syncthreads,
+// full-warp __shfl_down_sync, atomicMax on u64, static __shared__ arrays).
 //
 // Determinism: no floating-point atomics. Each block of the multi-label kernel sums its fixed tile
 // of element losses (per thread in a fixed order, then a fixed shuffle tree) into one f64 partial;
@@ -70,67 +73,57 @@ __device__ __forceinline__ void asl_mark_bad(unsigned long long *bad, unsigned l
 // ---------------------------------------------------------------------------------------------
 // Fixed-order reductions.
 
-// Tree sum over a warp with shuffles: after it, lane 0 holds
+// The two reductions: the operation, and what a missing lane of the second level holds.
+template <typename V> struct AslSum {
+    static __device__ __forceinline__ V op(V a, V b) { return a + b; }
+    static __device__ __forceinline__ V missing(const V *) { return V(0); }
+};
+template <typename V> struct AslMax {
+    static __device__ __forceinline__ V op(V a, V b) { return AslMath<V>::max(a, b); }
+    static __device__ __forceinline__ V missing(const V *scratch) { return scratch[0]; }
+};
+
+// Tree reduction over a warp with shuffles: after it, lane 0 holds, for the sum,
 // ((v0 + v16) + (v8 + v24)) + ... in the fixed pattern of offsets 16, 8, 4, 2, 1.
-template <typename V> __device__ __forceinline__ V asl_warp_sum(V v) {
+template <typename Op, typename V> __device__ __forceinline__ V asl_warp_reduce(V v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
-        v += __shfl_down_sync(0xffffffffu, v, o);
+        v = Op::op(v, __shfl_down_sync(0xffffffffu, v, o));
     }
     return v;
 }
 
-template <typename V> __device__ __forceinline__ V asl_warp_max(V v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        v = AslMath<V>::max(v, __shfl_down_sync(0xffffffffu, v, o));
-    }
-    return v;
-}
-
-// Block sum (blockDim.x a multiple of 32): each warp's tree sum, then warp 0 sums the warp sums
-// (missing lanes count as 0) with the same tree. Every thread gets the result. `scratch` holds 32
-// values; the function may be called again right after it returns.
-__device__ __forceinline__ double asl_block_sum(double v, double *scratch) {
+// Block reduction (blockDim.x a multiple of 32): each warp's tree, then warp 0 reduces the warp
+// results (missing lanes: 0 for the sum, warp 0's result for the max) with the same tree. Every
+// thread gets the result. `scratch` holds 33 values; the function may be called again right
+// after it returns.
+template <typename Op, typename V> __device__ __forceinline__ V asl_block_reduce(V v, V *scratch) {
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int warps = blockDim.x >> 5;
-    v = asl_warp_sum(v);
-    __syncthreads(); // the previous call's readers are done with scratch
+    v = asl_warp_reduce<Op>(v);
+    __syncthreads(); // scratch is free: whatever read it before this call is done with it
     if (lane == 0) {
         scratch[warp] = v;
     }
     __syncthreads();
     if (warp == 0) {
-        v = lane < warps ? scratch[lane] : 0.0;
-        v = asl_warp_sum(v);
+        v = lane < warps ? scratch[lane] : Op::missing(scratch);
+        v = asl_warp_reduce<Op>(v);
         if (lane == 0) {
             scratch[32] = v;
         }
     }
     __syncthreads();
     return scratch[32];
+}
+
+__device__ __forceinline__ double asl_block_sum(double v, double *scratch) {
+    return asl_block_reduce<AslSum<double>>(v, scratch);
 }
 
 template <typename F> __device__ __forceinline__ F asl_block_max(F v, F *scratch) {
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    const int warps = blockDim.x >> 5;
-    v = asl_warp_max(v);
-    __syncthreads();
-    if (lane == 0) {
-        scratch[warp] = v;
-    }
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < warps ? scratch[lane] : scratch[0];
-        v = asl_warp_max(v);
-        if (lane == 0) {
-            scratch[32] = v;
-        }
-    }
-    __syncthreads();
-    return scratch[32];
+    return asl_block_reduce<AslMax<F>>(v, scratch);
 }
 
 // ---------------------------------------------------------------------------------------------

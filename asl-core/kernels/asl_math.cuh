@@ -1,5 +1,5 @@
 // Scalar math of the asymmetric loss, shared by the CUDA kernels (asl.cu) and by a host-compiled
-// check (asl-core/tests/cuda_mirror.rs compiles this header with the host C++ compiler and
+// check (asl-core/tests/cuda_mirror/main.rs compiles this header with the host C++ compiler and
 // compares it bit for bit with a Rust transcription).
 //
 // Every function here mirrors asl-core/src/kernel.rs (`asl_element`, `pow_known`,

@@ -26,6 +26,8 @@ mod single_label;
 
 #[cfg(feature = "cuda")]
 mod cuda;
+#[doc(hidden)]
+pub mod cuda_launch;
 
 pub use error::AslError;
 pub use metrics::{MetricAccumulator, MetricsReport};

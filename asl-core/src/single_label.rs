@@ -59,7 +59,7 @@ impl SingleLabelConfig {
         Ok(())
     }
 
-    fn scale(&self, rows: usize) -> f64 {
+    pub(crate) fn scale(&self, rows: usize) -> f64 {
         match self.reduction {
             Reduction::Mean | Reduction::BatchMean => 1.0 / rows as f64,
             Reduction::Sum | Reduction::None => 1.0,
@@ -416,16 +416,8 @@ impl candle_core::CustomOp2 for FusedSingleLabel {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let rows = l1.shape().dims2()?.0;
-        let (out, shape, grad) = crate::cuda::single_label(
-            &self.cfg,
-            self.cfg.scale(rows),
-            self.want_grad,
-            s1,
-            l1,
-            s2,
-            l2,
-        )?;
+        let (out, shape, grad) =
+            crate::cuda::single_label(&self.cfg, self.want_grad, s1, l1, s2, l2)?;
         if let Some(g) = grad {
             self.grad.put_cuda(g)?;
         }

@@ -220,15 +220,7 @@ fn cuda_multilabel_accepts_every_target_dtype() -> Result<()> {
     let hard = cuda_common::targets(TargetKind::Hard, rows * cols, &mut rng);
     let soft = cuda_common::targets(TargetKind::Mixed, rows * cols, &mut rng);
     let mut worst = Worst::default();
-    for dt in [
-        DType::U8,
-        DType::U32,
-        DType::I64,
-        DType::F16,
-        DType::BF16,
-        DType::F32,
-        DType::F64,
-    ] {
+    for &dt in asl_core::cuda_launch::TARGETS.0 {
         let y = if dt.is_float() { &soft } else { &hard };
         let yt = tensor(y, rows, cols, dt)?;
         for (name, base) in cuda_common::multilabel_configs().into_iter().take(4) {
