@@ -242,12 +242,12 @@ fn class_value(s: &CudaStorage, l: &Layout, i: usize) -> Result<i64> {
     })
 }
 
-/// A loss kernel's launch and what follows it (see [`plan::LossPlan`]), with the losses in `F`,
+/// A loss kernel's launch and what follows it (see [`LossPlan`]), with the losses in `F`,
 /// the plan's compute dtype: the loss (the per-item losses, or the partials summed into one
 /// value), the gradient when `want_grad`, and the first bad target's index.
 #[allow(clippy::type_complexity)]
-fn forward_in<F: DeviceRepr + CudaDType, P: LossPlan>(
-    p: &P,
+fn forward_in<F: DeviceRepr + CudaDType>(
+    p: &LossPlan,
     want_grad: bool,
     (s1, l1, what1): (&CudaStorage, &Layout, &'static str),
     (s2, l2, what2): (&CudaStorage, &Layout, &'static str),
@@ -287,8 +287,8 @@ fn forward_in<F: DeviceRepr + CudaDType, P: LossPlan>(
 
 /// [`forward_in`] in the plan's compute dtype; the loss as a storage.
 #[allow(clippy::type_complexity)]
-fn forward<P: LossPlan>(
-    p: &P,
+fn forward(
+    p: &LossPlan,
     want_grad: bool,
     x: (&CudaStorage, &Layout, &'static str),
     t: (&CudaStorage, &Layout, &'static str),
@@ -296,11 +296,11 @@ fn forward<P: LossPlan>(
     let dev = x.0.device().clone();
     Ok(match p.compute() {
         DType::F64 => {
-            let (o, g, b) = forward_in::<f64, _>(p, want_grad, x, t)?;
+            let (o, g, b) = forward_in::<f64>(p, want_grad, x, t)?;
             (CudaStorage::wrap_cuda_slice(o, dev), g, b)
         }
         _ => {
-            let (o, g, b) = forward_in::<f32, _>(p, want_grad, x, t)?;
+            let (o, g, b) = forward_in::<f32>(p, want_grad, x, t)?;
             (CudaStorage::wrap_cuda_slice(o, dev), g, b)
         }
     })
@@ -318,7 +318,7 @@ pub(crate) fn multilabel(
     l2: &Layout,
 ) -> Result<(CudaStorage, Shape, Option<CudaStorage>)> {
     let (rows, cols) = l1.shape().dims2()?;
-    let p = plan::MultiLabel::new(cfg, s1.dtype(), s2.dtype(), rows, cols)?;
+    let p = LossPlan::multilabel(cfg, s1.dtype(), s2.dtype(), rows, cols)?;
     let x = (s1, l1, "ASL logits");
     let y = (s2, l2, "ASL targets");
     let shape = if cfg.reduction == Reduction::None {
@@ -349,7 +349,7 @@ pub(crate) fn single_label(
     l2: &Layout,
 ) -> Result<(CudaStorage, Shape, Option<CudaStorage>)> {
     let (rows, k) = l1.shape().dims2()?;
-    let p = plan::SingleLabel::new(cfg, s1.dtype(), s2.dtype(), rows, k)?;
+    let p = LossPlan::single_label(cfg, s1.dtype(), s2.dtype(), rows, k)?;
     let x = (s1, l1, "single-label ASL logits");
     let t = (s2, l2, "single-label ASL targets (class indices)");
     let shape = if cfg.reduction == Reduction::None {

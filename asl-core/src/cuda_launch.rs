@@ -11,6 +11,8 @@
 //!
 //! Not a stable API: it is public only for that test.
 
+use std::convert::Infallible;
+
 use candle_core::{DType, Result};
 
 use crate::error::AslError;
@@ -147,28 +149,16 @@ pub fn sum_partials<B>(
 /// A forward pass of one of the two losses: its kernel takes (logits, targets, size, the loss's
 /// scalars, gradient or null, per-item losses or null, partials or null, bad flag), and a
 /// reduced loss is then summed from the partials by [`sum_partials`].
-pub trait LossPlan {
-    /// The dtype the kernel computes in and writes the losses in (f32, or f64 for f64 logits).
-    fn compute(&self) -> DType;
-    /// Elements of the gradient (logits dtype), as many as the logits.
-    fn grad_len(&self) -> usize;
-    /// The losses the kernel writes: `(true, n)` per-item losses of the compute dtype for
-    /// `Reduction::None`, else `(false, n)` f64 partial sums.
-    fn losses(&self) -> (bool, usize);
-    /// The kernel's launch. Buffers: logits, targets, the gradient when it is wanted, the
-    /// losses (as [`LossPlan::losses`] says), the bad-target flag (one u64, zeroed).
-    fn launch<B>(&self, x: B, t: B, grad: Option<B>, losses: B, bad: B) -> Result<Launch<B>>;
-    /// The reduced loss (one value of the compute dtype) from the partials.
-    fn sum<B>(&self, partials: B, loss: B) -> Launch<B>;
-}
-
-/// What the two plans share.
 #[derive(Clone, Debug)]
-struct Common {
+pub struct LossPlan {
     kernel: String,
     blocks: usize,
     threads: u32,
     compute: DType,
+    /// The kernel's size argument (elements, or classes per row).
+    size: usize,
+    /// The loss's scalars, in the compute type.
+    scalars: Vec<Arg<Infallible>>,
     /// The gradient's elements.
     n: usize,
     /// `Reduction::None`.
@@ -179,18 +169,128 @@ struct Common {
     scale: f64,
 }
 
-impl Common {
-    fn launch<B>(
-        &self,
-        (x, t): (B, B),
-        size: usize,
-        scalars: Vec<Arg<B>>,
-        grad: Option<B>,
-        losses: B,
-        bad: B,
-    ) -> Result<Launch<B>> {
-        let mut args = vec![Arg::Buf(x), Arg::Buf(t), Arg::U64(size as u64)];
-        args.extend(scalars);
+impl LossPlan {
+    /// The multi-label loss over `[rows, cols]` logits.
+    pub fn multilabel(
+        cfg: &AslConfig,
+        logits: DType,
+        targets: DType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        check_dtype(logits, "ASL logits", LOGITS)?;
+        check_dtype(targets, "ASL targets", TARGETS)?;
+        let n = rows * cols;
+        let blocks = n.div_ceil(ML_TILE);
+        let per_item = cfg.reduction == Reduction::None;
+        let scale = cfg.reduction.scale(rows, n);
+        let compute = kernel::compute_dtype(logits);
+        /// `asl_ml_*`'s scalars: the loss's parameters in the compute type, the gradient scale.
+        fn scalars<F: Real>(cfg: &AslConfig, scale: f64) -> Vec<Arg<Infallible>> {
+            let prm = AslParams::<F>::new(cfg);
+            vec![
+                prm.gamma_pos.arg(),
+                prm.gamma_neg.arg(),
+                prm.clip.arg(),
+                prm.ln_eps.arg(),
+                Arg::I32(prm.focal as i32),
+                Arg::I32(prm.detach as i32),
+                Arg::I32(prm.gamma_pos_int.unwrap_or(-1)),
+                Arg::I32(prm.gamma_neg_int.unwrap_or(-1)),
+                F::from_f64(scale).arg(),
+            ]
+        }
+        Ok(LossPlan {
+            kernel: format!("asl_ml_{}_{}", logits.as_str(), targets.as_str()),
+            blocks,
+            threads: ML_THREADS,
+            compute,
+            size: n,
+            scalars: if compute == DType::F64 {
+                scalars::<f64>(cfg, scale)
+            } else {
+                scalars::<f32>(cfg, scale)
+            },
+            n,
+            per_item,
+            // One partial per block.
+            losses: if per_item { n } else { blocks },
+            scale,
+        })
+    }
+
+    /// The single-label loss over `[rows, k]` logits: one block per row.
+    pub fn single_label(
+        cfg: &SingleLabelConfig,
+        logits: DType,
+        targets: DType,
+        rows: usize,
+        k: usize,
+    ) -> Result<Self> {
+        check_dtype(logits, "single-label ASL logits", LOGITS)?;
+        check_dtype(targets, "single-label ASL targets (class indices)", CLASSES)?;
+        let scale = cfg.scale(rows);
+        let compute = kernel::compute_dtype(logits);
+        /// `asl_sl_*`'s scalars: the focusing parameters, the label-smoothed target weights (as
+        /// single_label_row computes them) and the gradient scale.
+        fn scalars<F: Real>(cfg: &SingleLabelConfig, k: f64, scale: f64) -> Vec<Arg<Infallible>> {
+            vec![
+                F::from_f64(cfg.gamma_pos).arg(),
+                F::from_f64(cfg.gamma_neg).arg(),
+                Arg::I32(kernel::small_int(cfg.gamma_pos).unwrap_or(-1)),
+                Arg::I32(kernel::small_int(cfg.gamma_neg).unwrap_or(-1)),
+                F::from_f64(1.0 - cfg.eps + cfg.eps / k).arg(),
+                F::from_f64(cfg.eps / k).arg(),
+                F::from_f64(scale).arg(),
+            ]
+        }
+        Ok(LossPlan {
+            kernel: format!("asl_sl_{}_{}", logits.as_str(), targets.as_str()),
+            blocks: rows,
+            threads: SL_THREADS,
+            compute,
+            size: k,
+            scalars: if compute == DType::F64 {
+                scalars::<f64>(cfg, k as f64, scale)
+            } else {
+                scalars::<f32>(cfg, k as f64, scale)
+            },
+            n: rows * k,
+            per_item: cfg.reduction == Reduction::None,
+            // One loss or one partial per row.
+            losses: rows,
+            scale,
+        })
+    }
+
+    /// The dtype the kernel computes in and writes the losses in (f32, or f64 for f64 logits).
+    pub fn compute(&self) -> DType {
+        self.compute
+    }
+
+    /// Elements of the gradient (logits dtype), as many as the logits.
+    pub fn grad_len(&self) -> usize {
+        self.n
+    }
+
+    /// The losses the kernel writes: `(true, n)` per-item losses of the compute dtype for
+    /// `Reduction::None`, else `(false, n)` f64 partial sums.
+    pub fn losses(&self) -> (bool, usize) {
+        (self.per_item, self.losses)
+    }
+
+    /// The kernel's launch. Buffers: logits, targets, the gradient when it is wanted, the
+    /// losses (as [`LossPlan::losses`] says), the bad-target flag (one u64, zeroed).
+    pub fn launch<B>(&self, x: B, t: B, grad: Option<B>, losses: B, bad: B) -> Result<Launch<B>> {
+        let mut args = vec![Arg::Buf(x), Arg::Buf(t), Arg::U64(self.size as u64)];
+        args.extend(self.scalars.iter().map(|a| match *a {
+            Arg::Buf(never) => match never {},
+            Arg::Null => Arg::Null,
+            Arg::U64(v) => Arg::U64(v),
+            Arg::I32(v) => Arg::I32(v),
+            Arg::F32(v) => Arg::F32(v),
+            Arg::F64(v) => Arg::F64(v),
+        }));
         args.push(grad.map_or(Arg::Null, Arg::Buf));
         if self.per_item {
             args.extend([Arg::Buf(losses), Arg::Null]);
@@ -206,162 +306,9 @@ impl Common {
         })
     }
 
-    fn sum<B>(&self, partials: B, loss: B) -> Launch<B> {
+    /// The reduced loss (one value of the compute dtype) from the partials.
+    pub fn sum<B>(&self, partials: B, loss: B) -> Launch<B> {
         sum_partials(self.compute, partials, self.losses, self.scale, loss)
-    }
-}
-
-/// The multi-label loss over `[rows, cols]` logits.
-#[derive(Clone, Debug)]
-pub struct MultiLabel {
-    pub rows: usize,
-    pub cols: usize,
-    cfg: AslConfig,
-    c: Common,
-}
-
-impl MultiLabel {
-    pub fn new(
-        cfg: &AslConfig,
-        logits: DType,
-        targets: DType,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Self> {
-        check_dtype(logits, "ASL logits", LOGITS)?;
-        check_dtype(targets, "ASL targets", TARGETS)?;
-        let n = rows * cols;
-        let blocks = n.div_ceil(ML_TILE);
-        let per_item = cfg.reduction == Reduction::None;
-        Ok(MultiLabel {
-            rows,
-            cols,
-            cfg: *cfg,
-            c: Common {
-                kernel: format!("asl_ml_{}_{}", logits.as_str(), targets.as_str()),
-                blocks,
-                threads: ML_THREADS,
-                compute: kernel::compute_dtype(logits),
-                n,
-                per_item,
-                // One partial per block.
-                losses: if per_item { n } else { blocks },
-                scale: cfg.reduction.scale(rows, n),
-            },
-        })
-    }
-
-    /// `asl_ml_*`'s scalars: the loss's parameters in the compute type, and the gradient scale.
-    fn scalars<F: Real, B>(&self) -> Vec<Arg<B>> {
-        let prm = AslParams::<F>::new(&self.cfg);
-        vec![
-            prm.gamma_pos.arg(),
-            prm.gamma_neg.arg(),
-            prm.clip.arg(),
-            prm.ln_eps.arg(),
-            Arg::I32(prm.focal as i32),
-            Arg::I32(prm.detach as i32),
-            Arg::I32(prm.gamma_pos_int.unwrap_or(-1)),
-            Arg::I32(prm.gamma_neg_int.unwrap_or(-1)),
-            F::from_f64(self.c.scale).arg(),
-        ]
-    }
-}
-
-impl LossPlan for MultiLabel {
-    fn compute(&self) -> DType {
-        self.c.compute
-    }
-    fn grad_len(&self) -> usize {
-        self.c.n
-    }
-    fn losses(&self) -> (bool, usize) {
-        (self.c.per_item, self.c.losses)
-    }
-    fn launch<B>(&self, x: B, y: B, grad: Option<B>, losses: B, bad: B) -> Result<Launch<B>> {
-        let scalars = match self.c.compute {
-            DType::F64 => self.scalars::<f64, B>(),
-            _ => self.scalars::<f32, B>(),
-        };
-        self.c.launch((x, y), self.c.n, scalars, grad, losses, bad)
-    }
-    fn sum<B>(&self, partials: B, loss: B) -> Launch<B> {
-        self.c.sum(partials, loss)
-    }
-}
-
-/// The single-label loss over `[rows, k]` logits: one block per row.
-#[derive(Clone, Debug)]
-pub struct SingleLabel {
-    pub rows: usize,
-    pub k: usize,
-    cfg: SingleLabelConfig,
-    c: Common,
-}
-
-impl SingleLabel {
-    pub fn new(
-        cfg: &SingleLabelConfig,
-        logits: DType,
-        targets: DType,
-        rows: usize,
-        k: usize,
-    ) -> Result<Self> {
-        check_dtype(logits, "single-label ASL logits", LOGITS)?;
-        check_dtype(targets, "single-label ASL targets (class indices)", CLASSES)?;
-        Ok(SingleLabel {
-            rows,
-            k,
-            cfg: *cfg,
-            c: Common {
-                kernel: format!("asl_sl_{}_{}", logits.as_str(), targets.as_str()),
-                blocks: rows,
-                threads: SL_THREADS,
-                compute: kernel::compute_dtype(logits),
-                n: rows * k,
-                per_item: cfg.reduction == Reduction::None,
-                // One loss or one partial per row.
-                losses: rows,
-                scale: cfg.scale(rows),
-            },
-        })
-    }
-
-    /// `asl_sl_*`'s scalars: the focusing parameters, the label-smoothed target weights (as
-    /// single_label_row computes them) and the gradient scale.
-    fn scalars<F: Real, B>(&self) -> Vec<Arg<B>> {
-        let (cfg, k) = (&self.cfg, self.k as f64);
-        vec![
-            F::from_f64(cfg.gamma_pos).arg(),
-            F::from_f64(cfg.gamma_neg).arg(),
-            Arg::I32(kernel::small_int(cfg.gamma_pos).unwrap_or(-1)),
-            Arg::I32(kernel::small_int(cfg.gamma_neg).unwrap_or(-1)),
-            F::from_f64(1.0 - cfg.eps + cfg.eps / k).arg(),
-            F::from_f64(cfg.eps / k).arg(),
-            F::from_f64(self.c.scale).arg(),
-        ]
-    }
-}
-
-impl LossPlan for SingleLabel {
-    fn compute(&self) -> DType {
-        self.c.compute
-    }
-    fn grad_len(&self) -> usize {
-        self.c.n
-    }
-    fn losses(&self) -> (bool, usize) {
-        (self.c.per_item, self.c.losses)
-    }
-    fn launch<B>(&self, x: B, t: B, grad: Option<B>, losses: B, bad: B) -> Result<Launch<B>> {
-        let scalars = match self.c.compute {
-            DType::F64 => self.scalars::<f64, B>(),
-            _ => self.scalars::<f32, B>(),
-        };
-        self.c.launch((x, t), self.k, scalars, grad, losses, bad)
-    }
-    fn sum<B>(&self, partials: B, loss: B) -> Launch<B> {
-        self.c.sum(partials, loss)
     }
 }
 
@@ -457,10 +404,10 @@ mod tests {
     #[test]
     fn bad_dtypes_and_shapes_are_errors() {
         let cfg = AslConfig::default();
-        assert!(MultiLabel::new(&cfg, DType::U8, DType::F32, 2, 3).is_err());
-        assert!(MultiLabel::new(&cfg, DType::F32, DType::I32, 2, 3).is_err());
+        assert!(LossPlan::multilabel(&cfg, DType::U8, DType::F32, 2, 3).is_err());
+        assert!(LossPlan::multilabel(&cfg, DType::F32, DType::I32, 2, 3).is_err());
         let sl = SingleLabelConfig::default();
-        assert!(SingleLabel::new(&sl, DType::F32, DType::F32, 2, 3).is_err());
+        assert!(LossPlan::single_label(&sl, DType::F32, DType::F32, 2, 3).is_err());
         let none = Reduction::None;
         assert!(Chain::new(none, DType::F32, &[2, 3], DType::F32, &[3]).is_err());
         assert!(Chain::new(Reduction::Sum, DType::F32, &[2, 3], DType::F32, &[2]).is_err());

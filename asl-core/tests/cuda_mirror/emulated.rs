@@ -279,9 +279,9 @@ fn compute(logits: DType) -> DType {
 
 /// A loss's forward pass as `cuda.rs`'s `forward` makes it, on inputs already in their dtypes'
 /// bytes. Returns the buffers' indices: (loss, grad, bad).
-fn loss_launches<P: LossPlan>(
+fn loss_launches(
     emu: &mut Emu,
-    p: &P,
+    p: &LossPlan,
     logits: DType,
     (x, t): (Vec<u8>, Vec<u8>),
     want_grad: bool,
@@ -314,7 +314,7 @@ fn ml_launches(
     (x, y): (&[f64], &[f64]),
     want_grad: bool,
 ) -> (usize, Option<usize>, usize) {
-    let p = plan::MultiLabel::new(cfg, ldt, tdt, rows, cols).unwrap();
+    let p = LossPlan::multilabel(cfg, ldt, tdt, rows, cols).unwrap();
     let inputs = (encode(ldt, x), encode(tdt, y));
     loss_launches(emu, &p, ldt, inputs, want_grad)
 }
@@ -561,7 +561,7 @@ fn sl_check(
         classes[r] = 0;
     }
     let mut emu = Emu::default();
-    let p = plan::SingleLabel::new(cfg, ldt, cdt, rows, k).unwrap();
+    let p = LossPlan::single_label(cfg, ldt, cdt, rows, k).unwrap();
     let inputs = (encode(ldt, &x), encode(cdt, &t));
     let (loss, grad, bad) = loss_launches(&mut emu, &p, ldt, inputs, true);
     let grad = grad.expect("wanted");
