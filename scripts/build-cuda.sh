@@ -4,7 +4,8 @@
 #
 # Usage (from anywhere; paths are relative to the repository root):
 #   scripts/build-cuda.sh setup        # only install the toolchain and write the env file
-#   scripts/build-cuda.sh check        # + clippy of all workspace targets, --features cuda, -D warnings
+#   scripts/build-cuda.sh check        # + clippy of all workspace targets, --features cuda, -D warnings,
+#                                      #   and ptxas -arch=sm_90 on asl-core's PTX
 #   scripts/build-cuda.sh bundle DIR   # + release asl-cli, the examples and the test executables
 #                                      #   with GPU tests, built with --features cuda, stripped, packed
 #                                      #   into DIR/asl-cuda-bundle.tar.xz for carrying to the GPU
@@ -144,7 +145,34 @@ check() {
   local t0=$SECONDS
   log "cargo clippy --workspace --all-targets --features cuda -- -D warnings (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
   cargo clippy --workspace --all-targets --features cuda -- -D warnings
+  ptx_check
   log "check done in $((SECONDS - t0)) s"
+}
+
+# asl-core's PTX (written by its build script during the clippy run) assembled for sm_90 by
+# ptxas, as the driver's JIT does on the H200: any error fails the check. Prints registers per
+# thread, barriers and spills of each kernel family's f32 and f64 instance.
+ptx_check() {
+  local ptx info
+  ptx=$(ls -t "$TARGET_DIR"/debug/build/asl-core-*/out/asl.ptx 2>/dev/null | head -n 1)
+  if [ -z "$ptx" ]; then
+    log "no asl.ptx under $TARGET_DIR/debug/build"
+    exit 1
+  fi
+  if ! info=$("$CUDA_HOME_DIR/bin/ptxas" -arch=sm_90 -v "$ptx" -o /dev/null 2>&1); then
+    echo "$info" >&2
+    log "ptxas -arch=sm_90 failed on $ptx"
+    exit 1
+  fi
+  log "ptxas -arch=sm_90: $(grep -c "Compiling entry function" <<<"$info") kernels assembled"
+  awk '
+    /Compiling entry function/ { f = $0; sub(/.*function .\047?/, "", f); sub(/\047.*/, "", f) }
+    /bytes spill/ { spill[f] = $0; sub(/.*frame, /, "", spill[f]) }
+    /Used [0-9]+ registers/ {
+      if (f ~ /^asl_(ml_f32_f32|ml_f64_f64|sl_f32_u32|sl_f64_u32|sum_partials_f64|scale_rows_f32)$/) {
+        r = $0; sub(/.*Used /, "", r); printf "  %-22s %s; %s\n", f, r, spill[f]
+      }
+    }' <<<"$info" >&2
 }
 
 # Prints "size_bytes path" lines and the total, in MiB, for the files in a folder.
