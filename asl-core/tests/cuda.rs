@@ -9,7 +9,7 @@ mod cuda_common;
 
 use asl_core::{AslConfig, AslSingleLabel, AsymmetricLoss, Reduction, SingleLabelConfig};
 use candle_core::{DType, Device, Result, Tensor, Var};
-use cuda_common::{grad_err, norm_err, rel, Rng, TargetKind};
+use cuda_common::{grad_err, loss_err, norm_err, rel, Rng, TargetKind};
 
 /// CUDA device 0, created once per process (so that candle's PTX modules and ours are loaded
 /// once), or the error creating it gave.
@@ -70,13 +70,19 @@ fn tensor(v: &[f64], rows: usize, cols: usize, dt: DType) -> Result<Tensor> {
     Tensor::from_vec(v.to_vec(), (rows, cols), &Device::Cpu)?.to_dtype(dt)
 }
 
-/// The loss error: relative for a scalar, as `grad_err` per element.
-fn loss_err(a: &[f64], b: &[f64]) -> f64 {
-    if a.len() == 1 {
-        rel(a[0], b[0])
-    } else {
-        grad_err(a, b)
-    }
+/// f32 logits and targets of `kind`, `[rows, cols]`, on the CPU.
+fn random_f32_inputs(
+    rows: usize,
+    cols: usize,
+    kind: TargetKind,
+    rng: &mut Rng,
+) -> Result<(Tensor, Tensor)> {
+    let x = cuda_common::logits(rows * cols, rng);
+    let y = cuda_common::targets(kind, rows * cols, rng);
+    Ok((
+        tensor(&x, rows, cols, DType::F32)?,
+        tensor(&y, rows, cols, DType::F32)?,
+    ))
 }
 
 /// For a gradient rounded to a half type on both sides from f32 values a few f32 ulps apart:
@@ -249,18 +255,7 @@ fn cuda_chains_the_upstream_gradient() -> Result<()> {
     let dev = gpu()?;
     let (rows, cols) = (9, 501);
     let mut rng = Rng::new(3);
-    let x = tensor(
-        &cuda_common::logits(rows * cols, &mut rng),
-        rows,
-        cols,
-        DType::F32,
-    )?;
-    let y = tensor(
-        &cuda_common::targets(TargetKind::Mixed, rows * cols, &mut rng),
-        rows,
-        cols,
-        DType::F32,
-    )?;
+    let (x, y) = random_f32_inputs(rows, cols, TargetKind::Mixed, &mut rng)?;
     let per_elem: Vec<f64> = (0..rows * cols)
         .map(|_| rng.uniform() * 4.0 - 2.0)
         .collect();
@@ -299,18 +294,7 @@ fn cuda_is_deterministic_and_matches_cpu_at_full_size() -> Result<()> {
     let dev = gpu()?;
     let (rows, cols) = (1024, 9605);
     let mut rng = Rng::new(4);
-    let x = tensor(
-        &cuda_common::logits(rows * cols, &mut rng),
-        rows,
-        cols,
-        DType::F32,
-    )?;
-    let y = tensor(
-        &cuda_common::targets(TargetKind::Hard, rows * cols, &mut rng),
-        rows,
-        cols,
-        DType::F32,
-    )?;
+    let (x, y) = random_f32_inputs(rows, cols, TargetKind::Hard, &mut rng)?;
     for reduction in [Reduction::Sum, Reduction::Mean] {
         let cfg = AslConfig {
             reduction,

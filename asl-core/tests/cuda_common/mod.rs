@@ -248,3 +248,13 @@ pub fn norm_err(a: &[f64], b: &[f64]) -> f64 {
         worst.max((x - y).abs() / scale)
     })
 }
+
+/// The largest error of the losses: relative for a scalar loss; per element (`Reduction::None`,
+/// where many element losses are exactly or nearly 0) as [`grad_err`], relative to the largest.
+pub fn loss_err(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() == 1 {
+        rel(a[0], b[0])
+    } else {
+        grad_err(a, b)
+    }
+}

@@ -25,7 +25,7 @@ mod transcription;
 
 use asl_core::{AslConfig, AslSingleLabel, AsymmetricLoss, SingleLabelConfig};
 use candle_core::{DType, Device, Tensor, Var};
-use cuda_common::{grad_err, norm_err, rel, Rng, TargetKind};
+use cuda_common::{grad_err, loss_err, norm_err, rel, Rng, TargetKind};
 use num_traits::Float;
 use transcription::*;
 
@@ -72,16 +72,6 @@ fn to<F: Float>(v: &[f64]) -> Vec<F> {
 
 fn back<F: Float>(v: &[F]) -> Vec<f64> {
     v.iter().map(|a| a.to_f64().expect("float")).collect()
-}
-
-/// The largest error of the losses, relative to the largest loss value (per element for
-/// `Reduction::None`, where many element losses are exactly or nearly 0).
-fn loss_err(a: &[f64], b: &[f64]) -> f64 {
-    if a.len() == 1 {
-        rel(a[0], b[0])
-    } else {
-        grad_err(a, b)
-    }
 }
 
 /// Whether the CPU kernel computes these f32 inputs with its SIMD block kernel (`fast.rs`: hard
