@@ -95,7 +95,7 @@ pub const UPSTREAM: Accepted = (&[DType::F32, DType::F64], "f32, f64");
 
 /// The error for a dtype outside `accepted`, or `Ok`. The kernels' name suffix of a dtype is
 /// `DType::as_str`.
-pub fn check_dtype(dtype: DType, what: &'static str, accepted: Accepted) -> Result<()> {
+fn check_dtype(dtype: DType, what: &'static str, accepted: Accepted) -> Result<()> {
     if accepted.0.contains(&dtype) {
         Ok(())
     } else {

@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <ucontext.h>
@@ -47,9 +48,12 @@ namespace asl_emu {
     std::exit(3);
 }
 
+// A fiber's stack: allocated once, never initialised (only the pages a kernel uses are touched).
+constexpr size_t STACK_SIZE = 256 * 1024;
+
 struct Fiber {
     ucontext_t ctx;
-    std::vector<char> stack;
+    std::unique_ptr<char[]> stack{new char[STACK_SIZE]};
     bool done = false;
 };
 
@@ -149,8 +153,8 @@ __attribute__((noinline)) inline void init_fiber(Fiber &f, ucontext_t *link) {
     if (getcontext(&f.ctx) != 0) {
         fail("getcontext failed");
     }
-    f.ctx.uc_stack.ss_sp = f.stack.data();
-    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_stack.ss_sp = f.stack.get();
+    f.ctx.uc_stack.ss_size = STACK_SIZE;
     f.ctx.uc_link = link;
     makecontext(&f.ctx, fiber_main, 0);
 }
@@ -191,10 +195,9 @@ inline void launch(const std::string &kernel, unsigned blocks, unsigned threads,
         }
         return;
     }
-    const size_t stack_size = 256 * 1024;
-    s.fibers.resize(threads);
-    for (auto &f : s.fibers) {
-        f.stack.resize(stack_size);
+    // Fibers are kept from launch to launch (their stacks with them); only more are added.
+    if (s.fibers.size() < threads) {
+        s.fibers.resize(threads);
     }
     s.warp_barriers.assign((threads + 31) / 32, Barrier{});
     s.warp_slots.assign(s.warp_barriers.size() * 32, 0);
@@ -206,8 +209,8 @@ inline void launch(const std::string &kernel, unsigned blocks, unsigned threads,
     for (unsigned b = 0; b < blocks; b++) {
         s.block_x = b;
         s.block_barrier = Barrier{};
-        for (auto &f : s.fibers) {
-            init_fiber(f, &s.scheduler);
+        for (unsigned t = 0; t < threads; t++) {
+            init_fiber(s.fibers[t], &s.scheduler);
         }
         unsigned left = threads;
         while (left > 0) {
