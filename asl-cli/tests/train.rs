@@ -361,3 +361,87 @@ fn train_and_demo_commands_end_to_end() {
     }
     assert!(demo_out.join("asl/best.safetensors").exists());
 }
+
+#[test]
+fn accumulation_steps_the_tail_and_one_cycle_ends_at_its_final_rate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // 64 images in batches of 16: 4 micro-batches per epoch, accumulated by 3, so every epoch
+    // ends with a tail of one micro-batch: 2 optimiser steps per epoch, 4 in all
+    let (train, val) = datasets(dir.path(), 64, 16);
+    let cfg = TrainConfig {
+        accumulate: 3,
+        ema_decay: None,
+        ..config(2)
+    };
+    let s = fit(&cfg, &train, &val, &quiet(&dir.path().join("acc"))).expect("training");
+    let steps: Vec<usize> = s.epochs.iter().map(|e| e.steps).collect();
+    assert_eq!(steps, vec![2, 4], "the tail of every epoch is a step");
+    let last = s.epochs.last().expect("an epoch").lr;
+    let final_lr = cfg.lr / cfg.div_factor / cfg.final_div_factor;
+    assert!(
+        (last - final_lr).abs() <= 1e-12 * final_lr.max(1e-30),
+        "OneCycle ends at its final rate: {last} vs {final_lr}"
+    );
+}
+
+#[test]
+fn resuming_after_skipped_batches_gives_the_same_weights() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (train, val) = datasets(dir.path(), 24, 16);
+    // two of every three training images become unreadable after the dataset was read: with
+    // batches of 2, many batches fail entirely and are skipped (--skip-bad)
+    for (i, s) in train.samples.iter().enumerate() {
+        if i % 3 != 0 {
+            std::fs::write(&s.image, b"not an image").expect("corrupt");
+        }
+    }
+    let cfg = TrainConfig {
+        batch_size: 2,
+        skip_bad: true,
+        ..config(2)
+    };
+    let whole = dir.path().join("whole");
+    fit(&cfg, &train, &val, &quiet(&whole)).expect("uninterrupted");
+    for stop_at in [3, 9, 16] {
+        let parts = dir.path().join(format!("parts{stop_at}"));
+        let mut first = quiet(&parts);
+        first.max_steps = Some(stop_at);
+        assert!(fit(&cfg, &train, &val, &first).expect("first part").interrupted);
+        let mut rest = quiet(&parts);
+        rest.resume = true;
+        fit(&cfg, &train, &val, &rest).expect("resumed");
+        assert_same(
+            &model_tensors(&whole.join("checkpoint.safetensors")),
+            &model_tensors(&parts.join("checkpoint.safetensors")),
+        );
+    }
+}
+
+#[test]
+fn a_finished_run_extends_to_more_epochs_and_a_changed_setting_is_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (train, val) = datasets(dir.path(), 32, 16);
+    let out = dir.path().join("run");
+    let s = fit(&config(1), &train, &val, &quiet(&out)).expect("one epoch");
+    assert_eq!(s.epochs.len(), 1);
+    let mut resume = quiet(&out);
+    resume.resume = true;
+    let s = fit(&config(2), &train, &val, &resume).expect("extended to two epochs");
+    assert_eq!(s.epochs.len(), 2);
+    assert!(!s.interrupted);
+    let e = fit(
+        &TrainConfig {
+            weight_decay: 0.5,
+            ..config(3)
+        },
+        &train,
+        &val,
+        &resume,
+    )
+    .expect_err("another weight decay");
+    let msg = format!("{e:#}");
+    assert!(msg.contains("other training settings"), "{msg}");
+    assert!(msg.contains("weight_decay") && msg.contains("0.5"), "{msg}");
+    let e = fit(&config(1), &train, &val, &resume).expect_err("fewer epochs than done");
+    assert!(format!("{e:#}").contains("2 epochs"), "{e:#}");
+}
