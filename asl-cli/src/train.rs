@@ -114,9 +114,74 @@ impl TrainConfig {
         }
     }
 
-    fn fingerprint(&self) -> String {
-        format!("{self:?}")
+    /// The settings a resumed run must share with the run it continues, by name: everything
+    /// that shapes the trajectory. The number of epochs may grow (the OneCycle schedule is then
+    /// planned over the new total); the skip switches and the saved threshold may change.
+    fn resume_fields(&self) -> Vec<(String, String)> {
+        let l = &self.loss;
+        let a = &self.augment;
+        let fields: [(&str, String); 19] = [
+            ("arch", self.arch.clone()),
+            ("image_size", self.image_size.to_string()),
+            ("batch_size", self.batch_size.to_string()),
+            ("accumulate", self.accumulate.to_string()),
+            ("lr", self.lr.to_string()),
+            ("weight_decay", self.weight_decay.to_string()),
+            (
+                "loss",
+                format!(
+                    "gamma_neg {} gamma_pos {} clip {} eps {} detach_focal_weight {} {:?}",
+                    l.gamma_neg, l.gamma_pos, l.clip, l.eps, l.detach_focal_weight, l.reduction
+                ),
+            ),
+            (
+                "adaptive",
+                self.adaptive.map_or("off".into(), |a| {
+                    format!(
+                        "target_gap {} step {} gamma_max {}",
+                        a.target_gap, a.step, a.gamma_max
+                    )
+                }),
+            ),
+            ("autocast", format!("{:?}", self.autocast)),
+            ("ema_decay", format!("{:?}", self.ema_decay)),
+            ("ema_warmup", self.ema_warmup.to_string()),
+            (
+                "augment.cutout",
+                format!("{} {}", a.cutout, a.cutout_factor),
+            ),
+            (
+                "augment.rand_augment",
+                format!(
+                    "{} ops {} magnitude {:?} p {}",
+                    a.rand_augment, a.ops_per_image, a.magnitude, a.op_probability
+                ),
+            ),
+            ("augment.hflip", a.hflip.to_string()),
+            ("seed", self.seed.to_string()),
+            ("pct_start", self.pct_start.to_string()),
+            ("div_factor", self.div_factor.to_string()),
+            ("final_div_factor", self.final_div_factor.to_string()),
+            ("beta1_range", format!("{:?}", self.beta1_range)),
+        ];
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
+}
+
+/// The names and values of the fields that differ between a checkpoint's settings and now.
+fn changed_fields(saved: &[(String, String)], now: &[(String, String)]) -> Vec<String> {
+    let mut changed = Vec::new();
+    for (k, v) in now {
+        match saved.iter().find(|(sk, _)| sk == k) {
+            Some((_, sv)) if sv == v => {}
+            Some((_, sv)) => changed.push(format!("{k}: saved {sv}, now {v}")),
+            None => changed.push(format!("{k}: not in the checkpoint, now {v}")),
+        }
+    }
+    changed
 }
 
 /// Where and how a run happens (not part of what makes runs equal).
@@ -188,14 +253,17 @@ pub struct TrainSummary {
 /// Saved with every checkpoint.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct State {
-    fingerprint: String,
+    /// [`TrainConfig::resume_fields`] of the run.
+    settings: Vec<(String, String)>,
     classes: Vec<String>,
     /// Epochs fully done.
     epoch: usize,
     /// Optimiser steps done within the current epoch.
     step_in_epoch: usize,
-    /// Optimiser steps done in total.
+    /// Optimiser steps done in total (the schedule's position).
     step: usize,
+    /// Adam updates applied (a step whose micro-batches were all skipped applies none).
+    adam_steps: usize,
     loss_sum: f64,
     loss_count: usize,
     skipped_batches: usize,
@@ -621,11 +689,12 @@ pub fn fit(
         .div_ceil(cfg.batch_size * cfg.accumulate);
     let total_steps = steps_per_epoch * cfg.epochs;
     let mut state = State {
-        fingerprint: cfg.fingerprint(),
+        settings: cfg.resume_fields(),
         classes: classes.clone(),
         epoch: 0,
         step_in_epoch: 0,
         step: 0,
+        adam_steps: 0,
         loss_sum: 0.0,
         loss_count: 0,
         skipped_batches: 0,
@@ -644,13 +713,21 @@ pub fn fit(
                 format!("{} is not a training checkpoint", ckpt_path.display())
             })?)
             .with_context(|| format!("reading the state in {}", ckpt_path.display()))?;
-        if saved.fingerprint != state.fingerprint {
+        let changed = changed_fields(&saved.settings, &state.settings);
+        if !changed.is_empty() {
             bail!(
                 "{} was written with other training settings; resume with the same options \
-                 (saved: {}; now: {})",
+                 ({})",
                 ckpt_path.display(),
-                saved.fingerprint,
-                state.fingerprint
+                changed.join("; ")
+            );
+        }
+        if saved.epoch > cfg.epochs {
+            bail!(
+                "{} has already trained {} epochs; resume with --epochs {} or more",
+                ckpt_path.display(),
+                saved.epoch,
+                saved.epoch
             );
         }
         if saved.classes != classes {
@@ -669,7 +746,7 @@ pub fn fit(
             adam.m[i] = get(format!("adam_m/{name}"))?.to_device(&opts.device)?;
             adam.v[i] = get(format!("adam_v/{name}"))?.to_device(&opts.device)?;
         }
-        adam.step = saved.step;
+        adam.step = saved.adam_steps;
         if let Some(e) = ema.as_mut() {
             for (name, _) in &named {
                 e.insert(
@@ -712,13 +789,19 @@ pub fn fit(
         source,
     };
 
+    let stop_now = |state: &State| {
+        opts.stop.load(Ordering::SeqCst) || opts.max_steps.is_some_and(|m| state.step >= m)
+    };
     let size = cfg.image_size;
     let paths: Arc<[PathBuf]> = train.image_paths().into();
     let mut interrupted = false;
     'epochs: while state.epoch < cfg.epochs {
         let epoch = state.epoch;
         let order = epoch_order(train.samples.len(), cfg.seed, epoch);
-        // resume mid-epoch: skip the micro-batches already used
+        // resume mid-epoch: skip the micro-batches already used (every optimiser step is a
+        // group of `accumulate` loader batches, skipped ones included)
+        let batches = train.samples.len().div_ceil(cfg.batch_size);
+        let mut batch_index = state.step_in_epoch * cfg.accumulate;
         let done = state.step_in_epoch * cfg.batch_size * cfg.accumulate;
         let order: Vec<usize> = order.into_iter().skip(done).collect();
         let (aug, seed, max_pixels) = (cfg.augment.clone(), cfg.seed, opts.max_pixels);
@@ -755,6 +838,7 @@ pub fn fit(
         // the probability gap of the current optimiser step's micro-batches
         let mut step_gap = GapAccumulator::default();
         for batch in loader {
+            batch_index += 1;
             if let Some((i, e)) = batch.failed.first() {
                 if !cfg.skip_bad {
                     bail!(
@@ -766,71 +850,87 @@ pub fn fit(
             }
             let n = batch.indices.len();
             bar.inc((n + batch.failed.len()) as u64);
-            if n == 0 {
-                continue;
-            }
-            let x = Tensor::from_vec(batch.inputs, (n, 3, size, size), &opts.device)?;
-            // ignored labels (-1) train as negatives
-            let y: Vec<f32> = train
-                .labels_for(&batch.indices)
-                .into_iter()
-                .map(|l| l.max(0.0))
-                .collect();
-            let y = Tensor::from_vec(y, (n, k), &opts.device)?;
-            let loss_fn = AsymmetricLoss::new(AslConfig {
-                gamma_neg: state.gamma_neg,
-                ..cfg.loss
-            });
-            let (logits, loss, grads) =
-                model.train_step(&x, &|logits| loss_fn.forward(logits, &y))?;
-            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !value.is_finite() {
-                if cfg.skip_nonfinite {
-                    state.skipped_batches += 1;
-                    continue;
+            'micro: {
+                if n == 0 {
+                    break 'micro;
                 }
-                let last = if ckpt_path.exists() {
-                    format!("the last good checkpoint is {}", ckpt_path.display())
-                } else {
-                    "no checkpoint was written yet".to_string()
-                };
-                bail!(
-                    "non-finite loss ({value}) at epoch {}, batch {} (images {}): {last}; \
-                     lower --lr, or pass --skip-nonfinite to skip such batches",
-                    epoch + 1,
-                    state.step_in_epoch * cfg.accumulate + micro + 1,
-                    batch
-                        .indices
-                        .iter()
-                        .take(4)
-                        .map(|&i| train.samples[i].origin.clone())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            step_gap.push(&logits, &y)?;
-            for (i, (_, var, _)) in adam.params.iter().enumerate() {
-                if let Some(g) = grads.get(var.as_tensor()) {
-                    pending[i] = Some(match pending[i].take() {
-                        Some(p) => (p + g)?,
-                        None => g.clone(),
-                    });
+                let x = Tensor::from_vec(batch.inputs, (n, 3, size, size), &opts.device)?;
+                // ignored labels (-1) train as negatives
+                let y: Vec<f32> = train
+                    .labels_for(&batch.indices)
+                    .into_iter()
+                    .map(|l| l.max(0.0))
+                    .collect();
+                let y = Tensor::from_vec(y, (n, k), &opts.device)?;
+                let loss_fn = AsymmetricLoss::new(AslConfig {
+                    gamma_neg: state.gamma_neg,
+                    ..cfg.loss
+                });
+                let (logits, loss, grads) =
+                    model.train_step(&x, &|logits| loss_fn.forward(logits, &y))?;
+                let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if !value.is_finite() {
+                    if cfg.skip_nonfinite {
+                        state.skipped_batches += 1;
+                        break 'micro;
+                    }
+                    let last = if ckpt_path.exists() {
+                        format!("the last good checkpoint is {}", ckpt_path.display())
+                    } else {
+                        "no checkpoint was written yet".to_string()
+                    };
+                    bail!(
+                        "non-finite loss ({value}) at epoch {}, batch {batch_index} (images {}): \
+                         {last}; lower --lr, or pass --skip-nonfinite to skip such batches",
+                        epoch + 1,
+                        batch
+                            .indices
+                            .iter()
+                            .take(4)
+                            .map(|&i| train.samples[i].origin.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
                 }
+                step_gap.push(&logits, &y)?;
+                for (i, (_, var, _)) in adam.params.iter().enumerate() {
+                    if let Some(g) = grads.get(var.as_tensor()) {
+                        pending[i] = Some(match pending[i].take() {
+                            Some(p) => (p + g)?,
+                            None => g.clone(),
+                        });
+                    }
+                }
+                state.loss_sum += value;
+                state.loss_count += 1;
+                images_seen += n;
             }
-            state.loss_sum += value;
-            state.loss_count += 1;
-            images_seen += n;
             micro += 1;
-            if micro < cfg.accumulate {
+            // a step after every `accumulate` batches, and after the epoch's last (the tail)
+            if micro < cfg.accumulate && batch_index < batches {
                 continue;
             }
             micro = 0;
+            if pending.iter().all(Option::is_none) {
+                // every micro-batch of this step was skipped: the schedule moves on, nothing else
+                state.step += 1;
+                state.step_in_epoch += 1;
+                if stop_now(&state) {
+                    state.epoch_seconds += started.elapsed().as_secs_f64();
+                    save_checkpoint(&state, &adam, &ema)?;
+                    bar.abandon();
+                    interrupted = true;
+                    break 'epochs;
+                }
+                continue;
+            }
             let (lr, beta1) = one_cycle(
                 cfg,
                 state.step.min(total_steps.saturating_sub(1)),
                 total_steps,
             );
             adam.step(&pending, lr, beta1)?;
+            state.adam_steps += 1;
             pending = vec![None; adam.params.len()];
             if let (Some(ctl), Some(gap)) = (&cfg.adaptive, step_gap.gap()) {
                 state.gamma_neg = ctl.update(state.gamma_neg, gap);
@@ -863,8 +963,7 @@ pub fn fit(
                 "loss {:.3}",
                 state.loss_sum / state.loss_count.max(1) as f64
             ));
-            let limit = opts.max_steps.is_some_and(|m| state.step >= m);
-            if opts.stop.load(Ordering::SeqCst) || limit {
+            if stop_now(&state) {
                 state.epoch_seconds += started.elapsed().as_secs_f64();
                 save_checkpoint(&state, &adam, &ema)?;
                 bar.abandon();

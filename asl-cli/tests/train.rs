@@ -406,7 +406,11 @@ fn resuming_after_skipped_batches_gives_the_same_weights() {
         let parts = dir.path().join(format!("parts{stop_at}"));
         let mut first = quiet(&parts);
         first.max_steps = Some(stop_at);
-        assert!(fit(&cfg, &train, &val, &first).expect("first part").interrupted);
+        assert!(
+            fit(&cfg, &train, &val, &first)
+                .expect("first part")
+                .interrupted
+        );
         let mut rest = quiet(&parts);
         rest.resume = true;
         fit(&cfg, &train, &val, &rest).expect("resumed");
