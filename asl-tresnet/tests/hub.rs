@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use asl_tresnet::hub::{cached, fetch, HubConfig, HubError};
+use asl_tresnet::pretrained::hub::{cached, fetch, HubConfig, HubError};
 
 #[path = "support/test_hub.rs"]
 mod test_hub;

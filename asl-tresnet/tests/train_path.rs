@@ -177,7 +177,7 @@ fn fused_blur_equals_the_composed_blur() {
                 .to_dtype(dt)
                 .unwrap();
             let a = blur_pool(&x).unwrap();
-            let b = asl_tresnet::ops::blur_pool_fused(&x).unwrap();
+            let b = asl_tresnet::model::blur_pool_fused(&x).unwrap();
             assert_eq!(a.dims(), b.dims());
             let diff = (a - b)
                 .unwrap()
@@ -193,7 +193,7 @@ fn fused_blur_equals_the_composed_blur() {
         }
     }
     let x = Tensor::zeros((1, 1, 1, 4), DType::F32, &dev).unwrap();
-    assert!(asl_tresnet::ops::blur_pool_fused(&x).is_err());
+    assert!(asl_tresnet::model::blur_pool_fused(&x).is_err());
 }
 
 #[test]

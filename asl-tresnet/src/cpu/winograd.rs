@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use crate::infer::SharedMut;
+use super::buffers::SharedMut;
 
 /// Whether the engines use Winograd for 3x3 convolutions: yes unless `ASL_WINOGRAD=0` (for A/B
 /// measurements against the im2col path; read once).
@@ -261,7 +261,7 @@ impl Winograd {
         assert!(v_k.len() >= self.c_in * tc && m_k.len() >= self.c_out * tc);
         // SAFETY: the slices hold the [c_out, tc], [c_out, c_in] and [c_in, tc] matrices.
         unsafe {
-            crate::infer::gemm_f32(
+            super::primitives::gemm_f32(
                 (self.c_out, tc, self.c_in),
                 (m_k.as_mut_ptr(), tc),
                 false,

@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Result};
 
-use crate::hub::{HubConfig, HubError};
-use crate::registry::{Activation, Pretrained};
-use crate::weights::{
+use super::hub::{HubConfig, HubError};
+use super::registry::{Activation, Pretrained};
+use super::weights::{
     config_for_tensors, load_weights, model_from_tensors, LoadedWeights, ModelMetadata, ResizeMode,
     SourceFormat,
 };
@@ -77,11 +77,11 @@ impl ModelSource {
         if Path::new(s).exists() {
             return Ok(ModelSource::File(PathBuf::from(s)));
         }
-        if let Some(p) = crate::registry::lookup(s) {
+        if let Some(p) = super::registry::lookup(s) {
             return Ok(ModelSource::Registry(p));
         }
         let looks_like_path = s.contains('/') || s.contains('\\') || s.contains('.');
-        let names: Vec<&str> = crate::registry::REGISTRY.iter().map(|p| p.name).collect();
+        let names: Vec<&str> = super::registry::REGISTRY.iter().map(|p| p.name).collect();
         Err(user_error(if looks_like_path && !s.starts_with("timm/") {
             format!("model {s:?}: no such file")
         } else {
@@ -178,8 +178,8 @@ impl Settings {
             .or_else(|| cfg.get("num_classes"))
             .and_then(|n| n.as_u64());
         let class_names = match num_classes {
-            Some(1000) => crate::classes::builtin("imagenet-1k"),
-            Some(11221) => crate::classes::builtin("imagenet-21k-p"),
+            Some(1000) => super::classes::builtin("imagenet-1k"),
+            Some(11221) => super::classes::builtin("imagenet-21k-p"),
             _ => None,
         };
         Ok(Settings {
@@ -295,9 +295,9 @@ pub fn locate(source: &ModelSource, hub: &HubConfig) -> Result<(PathBuf, Setting
             revision,
             file,
         } => {
-            let path = crate::hub::fetch(hub, repo, revision, file).map_err(hub_error)?;
+            let path = super::hub::fetch(hub, repo, revision, file).map_err(hub_error)?;
             // timm repos describe the model in config.json; other repos may have none.
-            let hints = match crate::hub::fetch(hub, repo, revision, "config.json") {
+            let hints = match super::hub::fetch(hub, repo, revision, "config.json") {
                 Ok(cfg) => {
                     let text = std::fs::read_to_string(&cfg)?;
                     Settings::from_timm_config(&text)
@@ -312,7 +312,7 @@ pub fn locate(source: &ModelSource, hub: &HubConfig) -> Result<(PathBuf, Setting
         }
         ModelSource::Registry(p) => {
             let repo = p.repo();
-            match crate::hub::fetch(hub, &repo, "main", p.file) {
+            match super::hub::fetch(hub, &repo, "main", p.file) {
                 Ok(path) => Ok((path, Settings::from_registry(p))),
                 Err(HubError::NotFound { .. }) if !p.public => {
                     Err(user_error(unpublished_message(p, &repo)))
@@ -334,7 +334,7 @@ pub fn locate(source: &ModelSource, hub: &HubConfig) -> Result<(PathBuf, Setting
 /// What the registry knows about a local file: a paper checkpoint under its original name.
 pub fn file_hints(path: &Path) -> Settings {
     path.file_name()
-        .and_then(|n| crate::registry::by_original_file(&n.to_string_lossy()))
+        .and_then(|n| super::registry::by_original_file(&n.to_string_lossy()))
         .map(Settings::from_registry)
         .unwrap_or_default()
 }
@@ -355,7 +355,7 @@ pub fn unpublished_message(p: &Pretrained, repo: &str) -> String {
          Set {env}=YOUR_ORG to read {name} from YOUR_ORG/{name} instead of {repo}.",
         name = p.name,
         dataset = p.dataset,
-        env = crate::registry::ORG_ENV,
+        env = super::registry::ORG_ENV,
     )
 }
 
@@ -423,7 +423,7 @@ mod tests {
             hub("timm/tresnet_m.miil_in21k"),
             ModelSource::Registry(p) if p.num_classes == 11221
         ));
-        let this_file = concat!(env!("CARGO_MANIFEST_DIR"), "/src/pretrained.rs");
+        let this_file = concat!(env!("CARGO_MANIFEST_DIR"), "/src/pretrained/load.rs");
         assert_eq!(hub(this_file), ModelSource::File(this_file.into()));
         for bad in ["hf:nope", "hf:a/b/c", "hf:a/b@", "hf:a/b:", "hf:/b"] {
             let e = ModelSource::parse(bad).expect_err(bad).to_string();
@@ -459,7 +459,7 @@ mod tests {
 
     #[test]
     fn unpublished_entries_explain_themselves() {
-        let p = crate::registry::lookup("tresnet_l-coco").expect("entry");
+        let p = crate::pretrained::registry::lookup("tresnet_l-coco").expect("entry");
         let msg = unpublished_message(p, "asl-rs/tresnet_l-coco");
         for part in [
             "asl-rs/tresnet_l-coco",

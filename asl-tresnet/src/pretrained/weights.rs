@@ -12,7 +12,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
 use crate::model::{HeadKind, TResNet, TResNetConfig};
-use crate::registry::Activation;
+use super::registry::Activation;
 
 /// The header key that marks a file as the project's own format, and its version.
 pub const FORMAT_KEY: &str = "asl.format";

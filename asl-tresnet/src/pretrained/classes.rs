@@ -195,9 +195,9 @@ pub const NUS_WIDE: [&str; 81] = [
 ];
 
 /// ImageNet-1k, `synset<TAB>lemma` per line in timm's order (see `data/README.md`).
-const IMAGENET_1K: &str = include_str!("../data/imagenet1k.tsv");
+const IMAGENET_1K: &str = include_str!("../../data/imagenet1k.tsv");
 /// ImageNet-21K-P (MIIL fall11 subset, 11221 classes), same format.
-const IMAGENET_21K_P: &str = include_str!("../data/imagenet21k_p.tsv");
+const IMAGENET_21K_P: &str = include_str!("../../data/imagenet21k_p.tsv");
 
 fn lemmas(tsv: &str) -> Vec<String> {
     tsv.lines()

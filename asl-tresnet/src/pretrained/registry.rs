@@ -10,7 +10,7 @@
 //!   `asl-cli convert` and `huggingface-cli upload` (see the README).
 
 use crate::model::HeadKind;
-use crate::weights::ResizeMode;
+use super::weights::ResizeMode;
 
 /// How scores are read from the logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub struct Pretrained {
     /// A [`crate::TResNetConfig::ARCHS`] name.
     pub arch: &'static str,
     pub dataset: &'static str,
-    /// The built-in class list ([`crate::classes::builtin`]), or `None` when the names travel
+    /// The built-in class list ([`super::classes::builtin`]), or `None` when the names travel
     /// with the weights (OpenImages).
     pub classes: Option<&'static str>,
     pub num_classes: usize,
@@ -101,7 +101,7 @@ impl Pretrained {
 
     /// The class names, when a built-in list covers them.
     pub fn class_names(&self) -> Option<Vec<String>> {
-        self.classes.and_then(crate::classes::builtin)
+        self.classes.and_then(super::classes::builtin)
     }
 }
 
