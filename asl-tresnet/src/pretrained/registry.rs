@@ -9,34 +9,8 @@
 //!   organisation in the `ASL_RS_HUB_ORG` environment variable), which a user fills with
 //!   `asl-cli convert` and `huggingface-cli upload` (see the README).
 
+use super::config::{Activation, CfgOverrides, ResizeMode, TIMM_CROP_PCT, TRESNET_MEAN, TRESNET_STD};
 use crate::model::HeadKind;
-use super::weights::ResizeMode;
-
-/// How scores are read from the logits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// Independent per-class sigmoid probabilities (multi-label; the ASL models).
-    Sigmoid,
-    /// A softmax over the classes (single-label; timm's ImageNet models).
-    Softmax,
-}
-
-impl Activation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Sigmoid => "sigmoid",
-            Activation::Softmax => "softmax",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "sigmoid" => Some(Activation::Sigmoid),
-            "softmax" => Some(Activation::Softmax),
-            _ => None,
-        }
-    }
-}
 
 /// A published result for a model, as its authors reported it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,6 +77,23 @@ impl Pretrained {
     pub fn class_names(&self) -> Option<Vec<String>> {
         self.classes.and_then(super::classes::builtin)
     }
+
+    /// What this entry says about its model's configuration (everything but the class names
+    /// of a model whose names travel with its weights).
+    pub fn overrides(&self) -> CfgOverrides {
+        CfgOverrides {
+            arch: Some(self.arch.to_string()),
+            class_names: self.class_names(),
+            input_size: Some(self.input_size),
+            resize: Some(self.resize),
+            mean: Some(TRESNET_MEAN),
+            std: Some(TRESNET_STD),
+            threshold: Some(self.threshold),
+            activation: Some(self.activation),
+            class_thresholds: None,
+            license: Some(self.license.to_string()),
+        }
+    }
 }
 
 const TIMM_LICENSE: &str = "Apache-2.0";
@@ -135,7 +126,9 @@ const fn timm(
         num_classes: if in21k { 11221 } else { 1000 },
         head: HeadKind::Linear,
         input_size,
-        resize: ResizeMode::Crop { crop_pct: 0.875 },
+        resize: ResizeMode::Crop {
+            crop_pct: TIMM_CROP_PCT,
+        },
         activation: Activation::Softmax,
         threshold: 0.0,
         reported: Reported {

@@ -119,7 +119,7 @@ fn parse_records(text: &str, delim: char) -> Vec<Record> {
 /// is malformed (an unterminated quote, text after a closing quote, a line break).
 ///
 /// ```
-/// use asl_cli::data::split_csv_line;
+/// use asl_tresnet::data::split_csv_line;
 /// let fields = split_csv_line(r#"a,"b, ""c""",d"#, ',').unwrap();
 /// assert_eq!(fields, ["a", "b, \"c\"", "d"]);
 /// assert!(split_csv_line(r#""a"b,c"#, ',').is_err());

@@ -92,7 +92,7 @@ pub(super) fn read(root: &Path, opts: &ReadOptions) -> Result<Parsed, DataError>
     Ok(Parsed {
         entries,
         classes: Some(
-            asl_tresnet::classes::VOC
+            crate::pretrained::classes::VOC
                 .iter()
                 .map(|c| c.to_string())
                 .collect(),

@@ -1,24 +1,24 @@
 //! A background loader: decodes and resizes images on all cores ahead of the consumer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use asl_tresnet::weights::ResizeMode;
 use rayon::prelude::*;
 
-use crate::images::{self, ImageError};
+use crate::images::{ImageError, Preprocess};
+use crate::pretrained::ResizeMode;
 
-/// Turns one image (its index and path) into model input: `3 * S * S` values for the
-/// built-in preprocessing.
-type Transform = dyn Fn(usize, &Path) -> Result<Vec<f32>, ImageError> + Send + Sync;
+/// Turns one sample (by its index) into model input: `3 * S * S` values for the built-in
+/// preprocessing.
+type Transform = dyn Fn(usize) -> Result<Vec<f32>, ImageError> + Send + Sync;
 
 /// A batch of model inputs, in dataset order.
 #[derive(Debug)]
 pub struct Batch {
-    /// The indices (into the loader's paths) of the images in `inputs`, in order.
+    /// The indices of the samples in `inputs`, in order.
     pub indices: Vec<usize>,
     /// The decoded images one after the other, each `3 * size * size` planar RGB values in
     /// `[0, 1]` ([`images::to_chw`]): `indices.len() * 3 * size * size` values.
@@ -29,7 +29,6 @@ pub struct Batch {
 
 /// The work shared by the background thread and the inline fallback.
 struct Job {
-    paths: Arc<[PathBuf]>,
     order: Vec<usize>,
     batch_size: usize,
     transform: Box<Transform>,
@@ -51,7 +50,7 @@ impl Job {
                 if stop.load(Ordering::Relaxed) {
                     None
                 } else {
-                    Some((self.transform)(i, &self.paths[i]))
+                    Some((self.transform)(i))
                 }
             })
             .collect();
@@ -98,19 +97,19 @@ pub struct Loader {
     num_batches: usize,
 }
 
-/// A loader of `paths` in order: each image decoded ([`images::load_rgb`], refused over
-/// `max_pixels`), resized to `size` x `size` with `mode` ([`images::resize`]) and made planar
-/// ([`images::to_chw`]), in batches of `batch_size` (at least 1) prepared with rayon on all
+/// A loader of `paths` in order: each image decoded ([`crate::images::load_rgb`], refused over
+/// `max_pixels`), resized to `size` x `size` with `mode` ([`crate::images::resize`]) and made
+/// planar ([`crate::images::to_chw`]), in batches of `batch_size` (at least 1) prepared with rayon on all
 /// cores, up to `prefetch` batches ahead of the consumer.
 ///
 /// Every index appears exactly once, in order, either in a batch's `indices` or in its
 /// `failed`; a failed image does not stop the loader.
 ///
 /// ```no_run
-/// use asl_cli::data::loader;
-/// use asl_tresnet::weights::ResizeMode;
+/// use asl_tresnet::data::loader;
+/// use asl_tresnet::pretrained::ResizeMode;
 /// let paths: Vec<std::path::PathBuf> = vec!["a.jpg".into(), "b.png".into()];
-/// for batch in loader(paths, 224, ResizeMode::Squish, 32, 2, asl_cli::images::DEFAULT_MAX_PIXELS) {
+/// for batch in loader(paths, 224, ResizeMode::Squish, 32, 2, asl_tresnet::images::DEFAULT_MAX_PIXELS) {
 ///     assert_eq!(batch.inputs.len(), batch.indices.len() * 3 * 224 * 224);
 ///     for (i, e) in &batch.failed {
 ///         eprintln!("skipping image {i}: {e}");
@@ -125,39 +124,25 @@ pub fn loader(
     prefetch: usize,
     max_pixels: u64,
 ) -> Loader {
-    let paths = paths.into();
+    let paths: Arc<[PathBuf]> = paths.into();
     let order = (0..paths.len()).collect();
-    Loader::with_transform(paths, order, batch_size, prefetch, move |_, path| {
-        images::prepare(path, size, mode, max_pixels)
-    })
+    let prep = Preprocess {
+        resize: mode,
+        ..Preprocess::squish(size)
+    }
+    .with_max_pixels(max_pixels);
+    Loader::new(order, batch_size, prefetch, move |i| prep.load(&paths[i]))
 }
 
 impl Loader {
-    /// A loader of `paths` in the given `order` (e.g. a shuffled epoch; indices may repeat),
-    /// with a custom `transform` from (index, path) to model input (e.g. training augmentation
-    /// seeded by the index). `Batch::indices` are indices into `paths`.
-    ///
-    /// # Panics
-    /// If an index in `order` is not below `paths.len()`.
-    pub fn with_transform<F>(
-        paths: impl Into<Arc<[PathBuf]>>,
-        order: Vec<usize>,
-        batch_size: usize,
-        prefetch: usize,
-        transform: F,
-    ) -> Loader
+    /// A loader of the samples `order` names (e.g. a shuffled epoch; indices may repeat), each
+    /// turned into model input by `transform` (e.g. decoding a dataset's image and augmenting
+    /// it, seeded by the index). `Batch::indices` are the indices of `order`'s samples.
+    pub fn new<F>(order: Vec<usize>, batch_size: usize, prefetch: usize, transform: F) -> Loader
     where
-        F: Fn(usize, &Path) -> Result<Vec<f32>, ImageError> + Send + Sync + 'static,
+        F: Fn(usize) -> Result<Vec<f32>, ImageError> + Send + Sync + 'static,
     {
-        let paths = paths.into();
-        if let Some(&bad) = order.iter().find(|&&i| i >= paths.len()) {
-            panic!(
-                "loader order holds index {bad}, but there are {} paths",
-                paths.len()
-            );
-        }
         let job = Job {
-            paths,
             order,
             batch_size: batch_size.max(1),
             transform: Box::new(transform),
