@@ -1,11 +1,12 @@
-//! The binary: help, planned commands refused clearly, and `convert` end to end on a full-size
+//! The binary: help, unknown commands refused clearly, and `convert` end to end on a full-size
 //! random tresnet_m in timm naming and on the small original-naming fixture.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use asl_tresnet::weights::{load_weights, ResizeMode, SourceFormat};
+use asl_tresnet::pretrained::weights::{load_weights, SourceFormat};
+use asl_tresnet::pretrained::ResizeMode;
 use asl_tresnet::{TResNet, TResNetConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -32,10 +33,18 @@ fn help_lists_the_commands() {
     let out = cli(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
+    // the names listed under "Commands:", one per line (not words of the description)
+    let listed: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     for cmd in [
         "infer", "validate", "train", "convert", "models", "bench", "demo",
     ] {
-        assert!(text.contains(cmd), "help should mention {cmd}");
+        assert!(listed.contains(&cmd), "help should list {cmd}: {listed:?}");
     }
     let out = cli(&["convert", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -135,7 +144,7 @@ fn convert_timm_safetensors_with_class_file() {
     assert_eq!(meta2.class_names, meta.class_names);
     assert_eq!(meta2.source, meta.source);
     assert_eq!(meta2.threshold, 0.8);
-    assert_eq!(meta2.activation, asl_tresnet::registry::Activation::Softmax);
+    assert_eq!(meta2.activation, asl_tresnet::pretrained::Activation::Softmax);
     // Wrong class list length, wrong architecture.
     let out = cli(&["convert", i, "-o", o, "--force", "--classes", "coco"]);
     assert!(
@@ -155,7 +164,7 @@ fn convert_timm_safetensors_with_class_file() {
 #[test]
 fn convert_refuses_an_unknown_architecture_naming_keys() {
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/tresnet/small_basic.original.pth");
+        .join("../asl-tresnet/tests/fixtures/tresnet/small_basic.original.pth");
     let dir = temp_dir("refuse");
     let out_path = dir.join("x.safetensors");
     let out = cli(&[

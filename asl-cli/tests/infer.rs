@@ -8,15 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use asl_tresnet::registry::Activation;
-use asl_tresnet::weights::{save_safetensors, ModelMetadata, ResizeMode};
+use asl_tresnet::pretrained::Activation;
+use asl_tresnet::pretrained::weights::save_safetensors;
+use asl_tresnet::pretrained::{PretrainedCfg, ResizeMode};
 use asl_tresnet::{TResNet, TResNetConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-#[path = "../../asl-tresnet/tests/support/test_hub.rs"]
-mod test_hub;
-use test_hub::{Behaviour, ServedFile, TestHub};
+use asl_test_support::hub::{Behaviour, ServedFile, TestHub};
 
 const CLASSES: [&str; 3] = ["cat", "dog", "bird, flying"];
 
@@ -86,7 +85,7 @@ fn weights(classes: usize) -> HashMap<String, Tensor> {
 /// A model in the project's format: 3 named classes, 64 px squish, threshold 0.
 fn asl_model(dir: &Path) -> PathBuf {
     let path = dir.join("model.safetensors");
-    let meta = ModelMetadata {
+    let meta = PretrainedCfg {
         arch: "tresnet_m".into(),
         num_classes: 3,
         class_names: CLASSES.iter().map(|s| s.to_string()).collect(),
@@ -96,6 +95,9 @@ fn asl_model(dir: &Path) -> PathBuf {
         activation: Activation::Sigmoid,
         class_thresholds: None,
         source: "random test weights".into(),
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        license: None,
     };
     save_safetensors(&path, &weights(3), &meta).expect("write model");
     path
@@ -138,7 +140,7 @@ fn models_lists_the_registry() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     let rows = v.as_array().expect("a list");
-    assert_eq!(rows.len(), asl_tresnet::registry::REGISTRY.len());
+    assert_eq!(rows.len(), asl_tresnet::pretrained::registry::REGISTRY.len());
     let coco = rows
         .iter()
         .find(|r| r["name"] == "tresnet_l-coco")
@@ -506,6 +508,6 @@ fn registry_names_and_hub_repos_resolve_through_the_hub() {
     let sum: f64 = scores.iter().sum();
     assert!((sum - 1.0).abs() < 1e-3, "softmax sums to 1: {sum}");
     let top = labels[0]["index"].as_u64().expect("index") as usize;
-    let names = asl_tresnet::classes::builtin("imagenet-1k").expect("list");
+    let names = asl_tresnet::pretrained::classes::builtin("imagenet-1k").expect("list");
     assert_eq!(labels[0]["name"], names[top]);
 }

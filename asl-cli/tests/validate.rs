@@ -25,7 +25,7 @@ fn stderr(o: &std::process::Output) -> String {
 }
 
 fn fixture() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/validate.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/validate.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
 }
 
@@ -274,7 +274,7 @@ fn a_model_run_saves_scores_calibrates_and_plots() {
         close(&again[key], &report[key], key);
     }
     // the calibrated copy carries the thresholds, and infer uses them
-    let meta = asl_tresnet::weights::load_weights(&calibrated, &candle_core::Device::Cpu)
+    let meta = asl_tresnet::pretrained::weights::load_weights(&calibrated, &candle_core::Device::Cpu)
         .expect("calibrated model")
         .metadata
         .expect("metadata");
@@ -374,8 +374,9 @@ fn bad_rows_stop_the_run_or_are_skipped() {
 mod common {
     use std::path::{Path, PathBuf};
 
-    use asl_tresnet::registry::Activation;
-    use asl_tresnet::weights::{save_safetensors, ModelMetadata, ResizeMode};
+    use asl_tresnet::pretrained::Activation;
+    use asl_tresnet::pretrained::weights::save_safetensors;
+use asl_tresnet::pretrained::{PretrainedCfg, ResizeMode};
     use asl_tresnet::{TResNet, TResNetConfig};
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
@@ -395,7 +396,7 @@ mod common {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
-        let meta = ModelMetadata {
+        let meta = PretrainedCfg {
             arch: "tresnet_m".into(),
             num_classes: 3,
             class_names: vec!["cat".into(), "dog".into(), "bird, flying".into()],
@@ -405,6 +406,9 @@ mod common {
             activation: Activation::Sigmoid,
             class_thresholds: None,
             source: "random test weights".into(),
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            license: None,
         };
         let path = dir.join("model.safetensors");
         save_safetensors(&path, &tensors, &meta).expect("write model");

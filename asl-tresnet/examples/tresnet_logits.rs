@@ -1,13 +1,15 @@
 //! Computes TResNet logits for `scripts/check_full_size_parity.py`: reads a weight file (any
-//! format `asl_tresnet::pretrained::weights::load_weights` reads) and a safetensors file holding `input`
-//! `[N, 3, H, W]`, writes `logits` of the training path (eval) and of the inference path.
+//! format `asl_tresnet::pretrained::weights::load_weights` reads) and a safetensors file
+//! holding `input` `[N, 3, H, W]`, writes `logits` of the training path (eval) and of the inference path.
 //!
 //! `cargo run --release -p asl-tresnet --example tresnet_logits -- WEIGHTS INPUT OUTPUT`
 
 use std::collections::HashMap;
 
-use asl_tresnet::pretrained::weights::{config_for_tensors, load_weights, model_from_tensors};
-use candle_core::{Device, Result};
+use asl_tresnet::pretrained::keys::{config_for_tensors, model_from_tensors};
+use asl_tresnet::pretrained::weights::load_weights;
+use asl_tresnet::Result;
+use candle_core::Device;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

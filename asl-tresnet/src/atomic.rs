@@ -30,7 +30,10 @@ pub fn write_atomic(
 
 /// [`write_atomic`] for writers that take a file name: `write` creates and fills the temporary
 /// file it is given (a hidden `.NAME.PID-N.tmp` next to `path`, unique in the process).
-pub fn write_atomic_via(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+pub fn write_atomic_via(
+    path: &Path,
+    write: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = temporary_name(path)?;
     if let Some(dir) = tmp.parent() {
         fs::create_dir_all(dir)?;
@@ -103,6 +106,9 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("out.txt")]);
         write_atomic(&path, |w| w.write_all(b"new")).expect("write");
         assert_eq!(fs::read(&path).expect("read"), b"new");
-        assert!(write_atomic(Path::new("/"), |_| Ok(())).is_err(), "not a file path");
+        assert!(
+            write_atomic(Path::new("/"), |_| Ok(())).is_err(),
+            "not a file path"
+        );
     }
 }

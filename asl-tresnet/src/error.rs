@@ -57,6 +57,10 @@ pub enum Error {
     #[cfg(feature = "data")]
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// The embedded demo data could not be decoded.
+    #[cfg(feature = "data")]
+    #[error(transparent)]
+    Demo(#[from] crate::data::demo::DemoDataError),
     /// Training cannot go on (a non-finite loss, a checkpoint that does not fit the run).
     #[cfg(feature = "train")]
     #[error("{0}")]

@@ -101,7 +101,6 @@ fn engine_matches_candle_ops() {
     }
 }
 
-
 fn max_abs(t: &Tensor) -> f64 {
     t.abs()
         .and_then(|a| a.max_all())

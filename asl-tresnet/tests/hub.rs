@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 
 use asl_tresnet::pretrained::hub::{cached, fetch, HubConfig, HubError};
 
-#[path = "support/test_hub.rs"]
-mod test_hub;
-use test_hub::{Behaviour, ServedFile, TestHub, COMMIT};
+use asl_test_support::hub::{Behaviour, ServedFile, TestHub, COMMIT};
 
 const REPO: &str = "asl-test/tresnet_m-coco";
 const REPO_DIR: &str = "models--asl-test--tresnet_m-coco";

@@ -124,7 +124,7 @@ fn glyph(c: char) -> &'static [u8; 5] {
 }
 
 /// Whether font pixel `(col, row)` of `c`'s glyph is set (for tests and debugging).
-pub(crate) fn glyph_pixel(c: char, col: u32, row: u32) -> bool {
+pub(super) fn glyph_pixel(c: char, col: u32, row: u32) -> bool {
     col < GLYPH_W && row < GLYPH_H && glyph(c)[col as usize] >> row & 1 == 1
 }
 
@@ -178,8 +178,15 @@ fn draw_text(img: &mut RgbImage, text: &str, x0: u32, y0: u32, scale: u32, colou
     }
 }
 
-/// See [`super::annotate`].
-pub(crate) fn annotate(img: &RgbImage, labels: &[(String, f32)]) -> RgbImage {
+/// The image with its labels drawn on it, for `infer --annotate DIR`: one `"name 0.93"` line
+/// per label (score with two decimals), white text on a 70 %-opaque black box at the top-left.
+///
+/// Text is drawn with an embedded 5x7 bitmap font, scaled by an integer factor of about one
+/// font pixel per 200 pixels of the image's shorter side (at least 1); characters outside
+/// printable ASCII are drawn as `?`; lines that do not fit are clipped at the image border.
+/// With no labels the box reads `(no labels)`.
+///
+pub fn annotate(img: &RgbImage, labels: &[(String, f32)]) -> RgbImage {
     let mut out = img.clone();
     if out.width() == 0 || out.height() == 0 {
         return out;
@@ -207,4 +214,71 @@ pub(crate) fn annotate(img: &RgbImage, labels: &[(String, f32)]) -> RgbImage {
         draw_text(&mut out, line, pad, y, scale, Rgb([255, 255, 255]));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotation_draws_a_box_at_the_top_left_only() {
+        let img = RgbImage::from_pixel(400, 300, Rgb([200, 200, 200]));
+        let out = annotate(&img, &[("dog".to_string(), 0.93)]);
+        assert_ne!(out.get_pixel(1, 1), img.get_pixel(1, 1));
+        assert_eq!(out.get_pixel(399, 299), img.get_pixel(399, 299));
+    }
+
+    #[test]
+    fn font_covers_printable_ascii_and_replaces_the_rest() {
+        for c in ' '..='~' {
+            let lit = (0..5).flat_map(|x| (0..7).map(move |y| (x, y)));
+            let count = lit.filter(|&(x, y)| glyph_pixel(c, x, y)).count();
+            assert_eq!(count == 0, c == ' ', "glyph {c:?} has {count} pixels");
+        }
+        for (x, y) in (0..5).flat_map(|x| (0..7).map(move |y| (x, y))) {
+            assert_eq!(glyph_pixel('é', x, y), glyph_pixel('?', x, y));
+        }
+    }
+
+    #[test]
+    fn annotate_draws_in_the_top_left_only() {
+        let img = RgbImage::from_pixel(1200, 900, Rgb([120, 160, 200]));
+        let labels = vec![
+            ("person".to_string(), 0.93f32),
+            ("dog".to_string(), 0.71),
+            ("café ☕".to_string(), 0.5),
+        ];
+        let out = annotate(&img, &labels);
+        assert_eq!(out.dimensions(), img.dimensions());
+        let changed = |x0: u32, y0: u32, x1: u32, y1: u32| {
+            (y0..y1)
+                .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+                .filter(|&(x, y)| out.get_pixel(x, y) != img.get_pixel(x, y))
+                .count()
+        };
+        // The box covers the corner, and has white text pixels in it.
+        assert_ne!(out.get_pixel(0, 0), img.get_pixel(0, 0));
+        assert!(changed(0, 0, 100, 60) > 3000);
+        let white = out.pixels().filter(|p| p.0 == [255, 255, 255]).count();
+        assert!(white > 100, "{white} white pixels");
+        // The bottom-right quarter is untouched.
+        assert_eq!(changed(600, 450, 1200, 900), 0);
+        // Scaled to the image: the text of a larger image is larger.
+        let big = annotate(
+            &RgbImage::from_pixel(2400, 1800, Rgb([120, 160, 200])),
+            &labels,
+        );
+        let big_white = big.pixels().filter(|p| p.0 == [255, 255, 255]).count();
+        assert!(big_white >= 3 * white, "{big_white} vs {white}");
+    }
+
+    #[test]
+    fn annotate_handles_tiny_images_and_no_labels() {
+        let img = RgbImage::from_pixel(8, 8, Rgb([200, 200, 200]));
+        let long = vec![("a very long label that cannot fit".to_string(), 1.0f32)];
+        assert_eq!(annotate(&img, &long).dimensions(), (8, 8));
+        let out = annotate(&RgbImage::from_pixel(300, 300, Rgb([200, 200, 200])), &[]);
+        assert_ne!(out.get_pixel(1, 1).0, [200, 200, 200]);
+        assert_eq!(annotate(&RgbImage::new(0, 0), &long).dimensions(), (0, 0));
+    }
 }

@@ -218,4 +218,3 @@ pub fn sharpness(img: &RgbImage, factor: f32) -> RgbImage {
     }
     out
 }
-

@@ -102,4 +102,3 @@ pub fn random_cutout(img: &RgbImage, factor: f32, rng: &mut impl Rng) -> RgbImag
     let colour = Rgb([rng.random::<u8>(), rng.random::<u8>(), rng.random::<u8>()]);
     cutout(img, cutout_rect(w, h, factor, (cx, cy)), colour)
 }
-

@@ -227,4 +227,3 @@ pub fn rotate(img: &RgbImage, degrees: f64, fill: Rgb<u8>) -> RgbImage {
     m[5] = m[3] * -cx + m[4] * -cy + m[5] + cy;
     affine(img, m, Resample::Nearest, fill)
 }
-

@@ -55,7 +55,9 @@ mod geometry;
 use image::{Rgb, RgbImage};
 use rand::Rng;
 
-pub use colour::{autocontrast, brightness, color, contrast, equalize, invert, posterize, sharpness, solarize};
+pub use colour::{
+    autocontrast, brightness, color, contrast, equalize, invert, posterize, sharpness, solarize,
+};
 pub use cutout::{cutout, cutout_rect, random_cutout, square_cutout_rect, Rect};
 pub use geometry::{affine, rotate, shear_x, shear_y, translate_x, translate_y, Resample};
 
@@ -311,4 +313,3 @@ pub fn apply_op(img: &RgbImage, op: RandAugmentOp, magnitude: u8, rng: &mut impl
         RandAugmentOp::Brightness => brightness(img, (1.0 + random_sign(rng) * p) as f32),
     }
 }
-

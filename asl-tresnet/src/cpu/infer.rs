@@ -17,7 +17,9 @@ use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
 use super::buffers::{Act, Pool, SharedMut};
-use super::primitives::{avg_pool_2x2_ceil, blur_planes_into, gemm_f32, im2col3x3, space_to_depth_cnhw};
+use super::primitives::{
+    avg_pool_2x2_ceil, blur_planes_into, gemm_f32, im2col3x3, space_to_depth_cnhw,
+};
 use super::winograd;
 use super::{add_time, tensor_f32, KindTimes};
 
@@ -59,8 +61,7 @@ impl ConvLayer {
             candle_core::bail!("inference engine: {k}x{k2} convolutions are not supported");
         }
         let mut weight = tensor_f32(weight)?;
-        let winograd =
-            (k == 3 && winograd).then(|| winograd::Winograd::new(&weight, c_out, c_in));
+        let winograd = (k == 3 && winograd).then(|| winograd::Winograd::new(&weight, c_out, c_in));
         if winograd.is_some() {
             weight = Vec::new(); // only the im2col path reads it
         }
@@ -303,12 +304,7 @@ fn tile_width(kk: usize, nl: usize) -> Option<usize> {
 
 /// Adds `wall` to the profile's `kinds`, split by each one's share of the CPU time `parts`
 /// (several threads ran the parts interleaved).
-fn split_wall(
-    profile: &mut KindTimes,
-    wall: Duration,
-    kinds: &[&'static str],
-    parts: &[f64],
-) {
+fn split_wall(profile: &mut KindTimes, wall: Duration, kinds: &[&'static str], parts: &[f64]) {
     let total: f64 = parts.iter().sum::<f64>();
     if total <= 0.0 {
         return;

@@ -73,8 +73,6 @@ fn bad_rows_message(dataset: &str, total: usize, shown: &[BadRow]) -> String {
     msg
 }
 
-
-
 /// The error for `bad` rows of `dataset`.
 pub(crate) fn bad_rows(dataset: String, bad: Vec<BadRow>) -> DataError {
     let total = bad.len();

@@ -1,7 +1,7 @@
 //! A dataset read from files: samples (an image path, labels, where the row was read) over an
 //! ordered vocabulary, and their alignment to a model's classes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use super::error::{bad_rows, BadRow, DataError};
@@ -112,7 +112,11 @@ impl FileDataset {
     /// - A dataset class the model does not have: a sample positive for it is a bad row naming
     ///   the label (dropped into [`FileDataset::skipped`] with `skip_bad`, else the error lists them);
     ///   a sample where it is negative or ignored just loses that column.
-    pub fn align_to(self, model_classes: &[String], skip_bad: bool) -> Result<FileDataset, DataError> {
+    pub fn align_to(
+        self,
+        model_classes: &[String],
+        skip_bad: bool,
+    ) -> Result<FileDataset, DataError> {
         check_unique(model_classes, "the model's classes")?;
         if self.classes == model_classes {
             return Ok(self);
@@ -174,8 +178,48 @@ impl FileDataset {
             ..self
         })
     }
-}
 
+    /// Splits the dataset into (train, val) with `fraction` of it (at least one sample)
+    /// validating, drawn by a fixed permutation of `seed` (independent of any training order).
+    pub fn split(self, fraction: f64, seed: u64) -> Result<(FileDataset, FileDataset), DataError> {
+        let ds = self;
+        if !(0.0..1.0).contains(&fraction) || ds.samples.len() < 2 {
+            return Err(DataError::Options(
+                "the validation fraction must be in (0, 1) and the data must have at least 2 \
+                 images"
+                    .into(),
+            ));
+        }
+        let n = ds.samples.len();
+        let n_val = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
+        let mut idx: Vec<usize> = (0..n).collect();
+        // a fixed permutation for the seed (independent of the training order)
+        let mut state = seed ^ 0x5eed_5eed;
+        for i in (1..n).rev() {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            idx.swap(i, (state >> 33) as usize % (i + 1));
+        }
+        let val_set: HashSet<usize> = idx[..n_val].iter().copied().collect();
+        let (mut train, mut val) = (ds.clone(), ds);
+        train.samples = train
+            .samples
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !val_set.contains(i))
+            .map(|(_, s)| s)
+            .collect();
+        val.samples = val
+            .samples
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| val_set.contains(i))
+            .map(|(_, s)| s)
+            .collect();
+        Ok((train, val))
+    }
+}
 
 impl Dataset for FileDataset {
     fn classes(&self) -> &[String] {
@@ -195,6 +239,10 @@ impl Dataset for FileDataset {
     }
 
     fn describe(&self, i: usize) -> String {
-        format!("{} ({})", self.samples[i].origin, self.samples[i].image.display())
+        format!(
+            "{} ({})",
+            self.samples[i].origin,
+            self.samples[i].image.display()
+        )
     }
 }

@@ -54,6 +54,7 @@
 //! Not for: augmentation (`crate::augment`) or shuffling policy (the trainer's).
 
 mod coco;
+pub mod demo;
 mod error;
 mod files;
 mod loader;
@@ -70,7 +71,7 @@ pub use read::{detect_format, read_dataset, DatasetFormat, Difficult, ReadOption
 pub use table::split_csv_line;
 
 // What the format readers share.
-use read::{read_text, check_unique, Entry, Mark, Parsed, RawRow};
+use read::{check_unique, read_text, Entry, Mark, Parsed, RawRow};
 
 use crate::images::{ImageError, RgbImage};
 

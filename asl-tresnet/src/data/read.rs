@@ -16,7 +16,7 @@ use crate::images::DEFAULT_MAX_PIXELS;
 /// The on-disk layout of a dataset.
 ///
 /// ```
-/// use asl_cli::data::DatasetFormat;
+/// use asl_tresnet::data::DatasetFormat;
 /// assert_eq!("tsv".parse::<DatasetFormat>(), Ok(DatasetFormat::Csv));
 /// assert_eq!(DatasetFormat::Jsonl.to_string(), "jsonl");
 /// ```
@@ -467,7 +467,6 @@ pub(crate) fn read_text(path: &Path) -> Result<String, DataError> {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,5 +480,4 @@ mod tests {
         );
         assert_eq!(did_you_mean("cat", &classes), "");
     }
-
 }

@@ -125,4 +125,3 @@ impl TResNetConfig {
         self.planes() * 8 * EXPANSION
     }
 }
-

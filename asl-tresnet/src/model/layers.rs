@@ -46,7 +46,11 @@ fn conv_autocast(conv: &Conv2d, x: &Tensor, autocast: Option<DType>) -> Result<T
 }
 
 /// `x` `[N, F]` through `linear`, the product in `autocast`'s dtype as [`conv_autocast`].
-pub(crate) fn linear_autocast(linear: &Linear, x: &Tensor, autocast: Option<DType>) -> Result<Tensor> {
+pub(crate) fn linear_autocast(
+    linear: &Linear,
+    x: &Tensor,
+    autocast: Option<DType>,
+) -> Result<Tensor> {
     match autocast {
         Some(dt) if dt != x.dtype() => {
             let y = x
@@ -338,9 +342,15 @@ impl Block {
             Block::Bottleneck(b) => (vec![&b.conv1, &b.conv2, &b.conv3], &b.se, &b.downsample),
         };
         Ok(train::BlockLayers {
-            convs: convs.into_iter().map(ConvBn::train_layer).collect::<Result<_>>()?,
+            convs: convs
+                .into_iter()
+                .map(ConvBn::train_layer)
+                .collect::<Result<_>>()?,
             se: se.as_ref().map(SqueezeExcite::train_layer).transpose()?,
-            shortcut: downsample.as_ref().map(Downsample::train_layer).transpose()?,
+            shortcut: downsample
+                .as_ref()
+                .map(Downsample::train_layer)
+                .transpose()?,
         })
     }
 
@@ -376,7 +386,6 @@ pub(crate) enum Head {
     Linear(Linear),
     Bottleneck { embedding: Linear, fc: Linear },
 }
-
 
 /// Where a block sits: its stage, its index in the stage and its channels.
 struct BlockPlace {

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 
+use crate::cpu::infer;
 pub use crate::cpu::KindTimes;
 pub use config::{HeadKind, TResNetConfig, MIN_INPUT_SIDE};
 use layers::{Block, ConvBn, Head, Pass, STEM_SLOPE};
 pub use ops::{avg_pool_2x2_ceil, blur_pool, blur_pool_fused, space_to_depth};
-use crate::cpu::infer;
 
 /// A TResNet backbone with its classifier.
 #[derive(Clone, Debug)]
@@ -43,7 +43,14 @@ impl TResNet {
     /// Builds the model, reading (or, with a `VarMap`, creating) every weight under timm's names.
     pub fn new(cfg: &TResNetConfig, vb: VarBuilder) -> Result<Self> {
         let body = vb.pp("body");
-        let stem = ConvBn::new(48, cfg.planes(), 3, Some(STEM_SLOPE), false, body.pp("conv1"))?;
+        let stem = ConvBn::new(
+            48,
+            cfg.planes(),
+            3,
+            Some(STEM_SLOPE),
+            false,
+            body.pp("conv1"),
+        )?;
         Ok(TResNet {
             cfg: cfg.clone(),
             stem,
@@ -160,7 +167,13 @@ impl TResNet {
         if let Some(engine) = &self.engine {
             return engine.feature_map(&x.to_device(&candle_core::Device::Cpu)?);
         }
-        self.body(x, Pass { train: false, autocast: self.autocast })
+        self.body(
+            x,
+            Pass {
+                train: false,
+                autocast: self.autocast,
+            },
+        )
     }
 
     /// Logits from a feature map `[N, C, H, W]` (global mean pool, then the classifier), or the
@@ -281,10 +294,7 @@ impl TResNet {
     /// (convolution products, im2col, bias + activation, blur, SE, residual, pooling, head):
     /// where the time goes, for `asl-cli bench --profile`. Only for a model from
     /// [`Self::into_inference`] with f32 weights.
-    pub fn forward_profiled(
-        &self,
-        x: &Tensor,
-    ) -> Result<(Tensor, KindTimes)> {
+    pub fn forward_profiled(&self, x: &Tensor) -> Result<(Tensor, KindTimes)> {
         Self::check_input(x)?;
         let engine = self.engine.as_ref().ok_or_else(|| {
             candle_core::Error::Msg(

@@ -208,7 +208,8 @@ impl Header<'_> {
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self, k: &str) -> Result<T> {
-        serde_json::from_str(self.get(k)?).map_err(|e| Error::Metadata(format!("metadata {k}: {e}")))
+        serde_json::from_str(self.get(k)?)
+            .map_err(|e| Error::Metadata(format!("metadata {k}: {e}")))
     }
 
     fn rgb(&self, k: &str, default: [f32; 3]) -> Result<[f32; 3]> {
@@ -216,8 +217,9 @@ impl Header<'_> {
             return Ok(default);
         }
         let v: Vec<f32> = self.json(k)?;
-        v.try_into()
-            .map_err(|v: Vec<f32>| Error::Metadata(format!("metadata {k}: {} values, expected 3", v.len())))
+        v.try_into().map_err(|v: Vec<f32>| {
+            Error::Metadata(format!("metadata {k}: {} values, expected 3", v.len()))
+        })
     }
 
     fn class_thresholds(&self, k: usize) -> Result<Option<Vec<f64>>> {
@@ -324,7 +326,10 @@ fn timm_resize(cfg: &serde_json::Value) -> Result<Option<ResizeMode>> {
 
 fn timm_rgb(v: Option<&serde_json::Value>) -> Option<[f32; 3]> {
     let a = v?.as_array()?;
-    let values: Vec<f32> = a.iter().map(|x| x.as_f64().map(|f| f as f32)).collect::<Option<_>>()?;
+    let values: Vec<f32> = a
+        .iter()
+        .map(|x| x.as_f64().map(|f| f as f32))
+        .collect::<Option<_>>()?;
     values.try_into().ok()
 }
 
@@ -385,15 +390,26 @@ mod tests {
             license: Some("MIT".into()),
         };
         let mut header = cfg.to_header();
-        assert_eq!(PretrainedCfg::from_header(&header).expect("read"), Some(cfg.clone()));
+        assert_eq!(
+            PretrainedCfg::from_header(&header).expect("read"),
+            Some(cfg.clone())
+        );
         for k in ["asl.mean", "asl.std", "asl.license", "asl.activation"] {
             header.remove(k);
         }
-        let old = PretrainedCfg::from_header(&header).expect("old").expect("ours");
-        assert_eq!((old.mean, old.std, old.license), (TRESNET_MEAN, TRESNET_STD, None));
+        let old = PretrainedCfg::from_header(&header)
+            .expect("old")
+            .expect("ours");
+        assert_eq!(
+            (old.mean, old.std, old.license),
+            (TRESNET_MEAN, TRESNET_STD, None)
+        );
         assert_eq!(old.activation, Activation::Sigmoid);
         header.insert("asl.class_thresholds".into(), "[0.5]".into());
         assert!(PretrainedCfg::from_header(&header).is_err());
-        assert_eq!(PretrainedCfg::from_header(&HashMap::new()).expect("none"), None);
+        assert_eq!(
+            PretrainedCfg::from_header(&HashMap::new()).expect("none"),
+            None
+        );
     }
 }

@@ -158,4 +158,3 @@ fn read_pth_extras(path: &Path) -> candle_core::Result<(Option<usize>, Option<Ve
     }
     Ok((num_classes, names))
 }
-

@@ -19,7 +19,14 @@ struct Recorder {
 }
 
 impl SimpleBackend for &Recorder {
-    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         if let Ok(mut seen) = self.seen.lock() {
             seen.push((name.to_string(), s.clone()));
         }
@@ -142,7 +149,10 @@ pub fn model_from_tensors(
         .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
         .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
         .collect::<Result<HashMap<_, _>>>()?;
-    Ok(TResNet::new(cfg, VarBuilder::from_tensors(tensors, DType::F32, device))?)
+    Ok(TResNet::new(
+        cfg,
+        VarBuilder::from_tensors(tensors, DType::F32, device),
+    )?)
 }
 
 /// The class count and head kind the tensors imply (from `head.fc.weight` or the OpenImages
@@ -180,7 +190,9 @@ pub fn config_for_tensors(
     let candidates: Vec<&str> = match arch {
         Some(a) => {
             if TResNetConfig::from_arch(a, 1).is_none() {
-                return Err(Error::UnknownArch { name: a.to_string() });
+                return Err(Error::UnknownArch {
+                    name: a.to_string(),
+                });
             }
             vec![a]
         }
@@ -190,10 +202,9 @@ pub fn config_for_tensors(
     for name in candidates {
         let cfg = TResNetConfig {
             head,
-            ..TResNetConfig::from_arch(name, num_classes)
-                .ok_or_else(|| Error::UnknownArch {
-                    name: name.to_string(),
-                })?
+            ..TResNetConfig::from_arch(name, num_classes).ok_or_else(|| Error::UnknownArch {
+                name: name.to_string(),
+            })?
         };
         let report = check_weights(&cfg, tensors)?;
         if report.is_empty() {
@@ -204,8 +215,8 @@ pub fn config_for_tensors(
             closest = Some((problems, name.to_string(), report));
         }
     }
-    let (_, name, mismatch) = closest
-        .ok_or_else(|| Error::Metadata("no candidate architecture to check".into()))?;
+    let (_, name, mismatch) =
+        closest.ok_or_else(|| Error::Metadata("no candidate architecture to check".into()))?;
     Err(Error::KeyMismatch {
         target: format!(
             "match {name} (with {num_classes} classes){}",

@@ -159,7 +159,11 @@ pub fn scores_of(logits: &Tensor, activation: Activation) -> candle_core::Result
 
 /// The labels of one image: at or above their class's threshold, highest first, at most
 /// `top_k`. Compared in f32, so that a score printed as 0.7 passes a threshold of 0.7.
-pub fn select_labels(scores: &[f32], thresholds: &[f64], top_k: Option<usize>) -> Vec<(usize, f32)> {
+pub fn select_labels(
+    scores: &[f32],
+    thresholds: &[f64],
+    top_k: Option<usize>,
+) -> Vec<(usize, f32)> {
     let mut idx: Vec<(usize, f32)> = scores
         .iter()
         .copied()
@@ -200,11 +204,11 @@ pub fn load_model(
     device: &Device,
 ) -> Result<LoadedModel> {
     let (path, hints) = locate(source, hub)?;
-    let loaded =
-        load_weights(&path, device).map_err(|e| e.context(format!("reading {}", path.display())))?;
+    let loaded = load_weights(&path, device)
+        .map_err(|e| e.context(format!("reading {}", path.display())))?;
     let origin = origin(source, &path, loaded.format);
-    let (model_cfg, cfg) = resolve(&loaded, explicit, &hints, &origin)
-        .map_err(|e| e.context(path.display()))?;
+    let (model_cfg, cfg) =
+        resolve(&loaded, explicit, &hints, &origin).map_err(|e| e.context(path.display()))?;
     let format = loaded.format;
     let model = model_from_tensors(&model_cfg, loaded.tensors, device)?.into_inference()?;
     Ok(LoadedModel {
@@ -260,9 +264,10 @@ impl Backbone {
         let mut loaded = 0;
         for name in names {
             let var = &data[name];
-            let t = self.tensors.get(name).ok_or_else(|| {
-                Error::Config(format!("the pretrained weights have no {name}"))
-            })?;
+            let t = self
+                .tensors
+                .get(name)
+                .ok_or_else(|| Error::Config(format!("the pretrained weights have no {name}")))?;
             if t.dims() != var.as_tensor().dims() {
                 return Err(Error::Config(format!(
                     "pretrained {name} has shape {:?}, the model wants {:?}",
@@ -300,7 +305,10 @@ pub fn load_for_finetuning(
         }
     })?;
     let vars = VarMap::new();
-    let model = TResNet::new(&model_cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+    let model = TResNet::new(
+        &model_cfg,
+        VarBuilder::from_varmap(&vars, DType::F32, device),
+    )?;
     backbone.load_into(&vars, device)?;
     let cfg = PretrainedCfg {
         num_classes,
@@ -321,10 +329,16 @@ mod tests {
         let t = |v: f64| vec![v; 5];
         let all = vec![(3, 0.95), (1, 0.9), (2, 0.7), (4, 0.7)];
         assert_eq!(select_labels(&s, &t(0.7), None), all);
-        assert_eq!(select_labels(&s, &t(0.7), Some(2)), vec![(3, 0.95), (1, 0.9)]);
+        assert_eq!(
+            select_labels(&s, &t(0.7), Some(2)),
+            vec![(3, 0.95), (1, 0.9)]
+        );
         assert_eq!(select_labels(&s, &t(0.99), None), vec![]);
         // per-class thresholds
         let per = [0.1, 0.95, 0.5, 0.99, 0.7];
-        assert_eq!(select_labels(&s, &per, None), vec![(2, 0.7), (4, 0.7), (0, 0.2)]);
+        assert_eq!(
+            select_labels(&s, &per, None),
+            vec![(2, 0.7), (4, 0.7), (0, 0.2)]
+        );
     }
 }

@@ -22,7 +22,5 @@ pub mod weights;
 
 pub use config::{Activation, CfgOverrides, PretrainedCfg, ResizeMode};
 pub use hub::{HubConfig, HubError};
-pub use load::{
-    load_backbone, load_for_finetuning, load_model, resolve, Backbone, LoadedModel,
-};
+pub use load::{load_backbone, load_for_finetuning, load_model, resolve, Backbone, LoadedModel};
 pub use source::{file_hints, locate, unpublished_message, ModelSource};

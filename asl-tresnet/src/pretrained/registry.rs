@@ -9,7 +9,9 @@
 //!   organisation in the `ASL_RS_HUB_ORG` environment variable), which a user fills with
 //!   `asl-cli convert` and `huggingface-cli upload` (see the README).
 
-use super::config::{Activation, CfgOverrides, ResizeMode, TIMM_CROP_PCT, TRESNET_MEAN, TRESNET_STD};
+use super::config::{
+    Activation, CfgOverrides, ResizeMode, TIMM_CROP_PCT, TRESNET_MEAN, TRESNET_STD,
+};
 use crate::model::HeadKind;
 
 /// A published result for a model, as its authors reported it.

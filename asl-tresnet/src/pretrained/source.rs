@@ -146,7 +146,6 @@ pub fn unpublished_message(p: &Pretrained, repo: &str) -> String {
     )
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,4 +124,3 @@ pub fn load_weights(path: &Path, device: &Device) -> Result<LoadedWeights> {
         pth_class_names: None,
     })
 }
-

@@ -236,7 +236,6 @@ pub(crate) mod inplace {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +261,4 @@ mod tests {
         let w = var.as_tensor().to_vec1::<f32>().expect("w");
         assert!((w[0] - 1.9).abs() < 1e-5, "{w:?}");
     }
-
 }

@@ -48,7 +48,6 @@ pub(crate) struct State {
 
 pub(crate) const STATE_KEY: &str = "asl_train.state";
 
-
 impl State {
     /// The state of a run that has not started.
     pub(crate) fn new(cfg: &TrainConfig, classes: &[String]) -> State {
@@ -145,9 +144,9 @@ pub(crate) fn restore(
     let saved = read_state(path, &header)?;
     check_resumable(path, &saved, cfg, classes)?;
     let get = |key: String| -> Result<Tensor> {
-        let t = tensors.get(&key).ok_or_else(|| {
-            Error::Train(format!("{} lacks {key}", path.display()))
-        })?;
+        let t = tensors
+            .get(&key)
+            .ok_or_else(|| Error::Train(format!("{} lacks {key}", path.display())))?;
         Ok(t.to_device(device)?)
     };
     for (name, var) in named {
@@ -168,9 +167,9 @@ pub(crate) fn restore(
 }
 
 fn read_state(path: &Path, header: &HashMap<String, String>) -> Result<State> {
-    let json = header.get(STATE_KEY).ok_or_else(|| {
-        Error::Train(format!("{} is not a training checkpoint", path.display()))
-    })?;
+    let json = header
+        .get(STATE_KEY)
+        .ok_or_else(|| Error::Train(format!("{} is not a training checkpoint", path.display())))?;
     serde_json::from_str(json).map_err(|e| {
         Error::Train(format!(
             "reading the state in {}: {e} (a checkpoint of an older asl-rs cannot be resumed)",
@@ -179,7 +178,12 @@ fn read_state(path: &Path, header: &HashMap<String, String>) -> Result<State> {
     })
 }
 
-fn check_resumable(path: &Path, saved: &State, cfg: &TrainConfig, classes: &[String]) -> Result<()> {
+fn check_resumable(
+    path: &Path,
+    saved: &State,
+    cfg: &TrainConfig,
+    classes: &[String],
+) -> Result<()> {
     let changed = changed_fields(&saved.settings, &cfg.resume_fields());
     if !changed.is_empty() {
         return Err(Error::Train(format!(
@@ -217,4 +221,3 @@ fn changed_fields(saved: &[(String, String)], now: &[(String, String)]) -> Vec<S
     }
     changed
 }
-

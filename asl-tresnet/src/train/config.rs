@@ -101,7 +101,9 @@ impl TrainConfig {
                 "the image size must be a multiple of 4 and at least {MIN_INPUT_SIDE}"
             )));
         }
-        self.loss.validate().map_err(|e| Error::Config(e.to_string()))?;
+        self.loss
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
         if let Some(a) = &self.adaptive {
             a.validate().map_err(|e| Error::Config(e.to_string()))?;
         }

@@ -24,8 +24,11 @@ pub(crate) struct Validation<'a> {
 impl Validation<'_> {
     /// Mean average precision (paper definition, in percent) of the eval model with `tensors`.
     pub(crate) fn map(&self, cfg: &TResNetConfig, tensors: HashMap<String, Tensor>) -> Result<f64> {
-        let model = TResNet::new(cfg, VarBuilder::from_tensors(tensors, DType::F32, self.device))?
-            .into_inference()?;
+        let model = TResNet::new(
+            cfg,
+            VarBuilder::from_tensors(tensors, DType::F32, self.device),
+        )?
+        .into_inference()?;
         let mut acc = MetricAccumulator::new(cfg.num_classes);
         let prep = Preprocess::squish(self.size as u32);
         let data = Arc::clone(self.data);

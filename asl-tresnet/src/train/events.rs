@@ -51,10 +51,7 @@ pub enum Event<'a> {
     /// A loader batch was trained on (`loss`), or skipped (`loss: None`: every image failed, or
     /// the loss was not finite and skipping was asked for). `images` counts every image of
     /// the batch, failed ones included.
-    Batch {
-        images: usize,
-        loss: Option<f64>,
-    },
+    Batch { images: usize, loss: Option<f64> },
     /// A training image could not be read and was skipped.
     ImageSkipped { sample: String, error: String },
     /// An optimiser step was taken: the running mean loss of the epoch, and the learning rate

@@ -78,4 +78,3 @@ fn is_basic_conv2(name: &str, named: &[(String, Var)]) -> bool {
         .iter()
         .any(|(n, _)| n.starts_with(block) && n.contains(".conv3."))
 }
-

@@ -28,7 +28,6 @@ pub fn one_cycle(cfg: &TrainConfig, step: usize, total: usize) -> (f64, f64) {
     }
 }
 
-
 /// The EMA decay after `step` optimiser steps (counting the one just taken): `decay`, or with
 /// `warmup` `min(decay, (1 + t) / (10 + t))`.
 pub fn ema_decay(decay: f64, warmup: bool, step: usize) -> f64 {
@@ -63,5 +62,4 @@ mod tests {
         assert!(lrs[..20].windows(2).all(|w| w[1] >= w[0]));
         assert!(lrs[19..].windows(2).all(|w| w[1] <= w[0]));
     }
-
 }

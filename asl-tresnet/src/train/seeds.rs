@@ -23,7 +23,6 @@ pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-
 /// The stream of the reference initialisation.
 pub(crate) fn init_rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(mix(seed, 0x1417, 0))

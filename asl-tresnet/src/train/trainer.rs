@@ -23,10 +23,10 @@ use crate::augment::augment;
 use crate::data::{labels_of, Batch, Dataset, Loader};
 use crate::error::{Error, Result};
 use crate::images::{resize, to_chw};
+use crate::model::{TResNet, TResNetConfig};
 use crate::pretrained::config::{Activation, PretrainedCfg, ResizeMode, TRESNET_MEAN, TRESNET_STD};
 use crate::pretrained::weights::save_safetensors;
 use crate::pretrained::Backbone;
-use crate::model::{TResNet, TResNetConfig};
 
 /// One optimiser step's outcome.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,11 +81,17 @@ impl Trainer {
     /// does (drawn from `cfg.seed`), Adam and the EMA model ready. Nothing is written yet.
     pub fn new(cfg: TrainConfig, classes: Vec<String>, opts: TrainOptions) -> Result<Trainer> {
         cfg.validate()?;
-        let model_cfg = TResNetConfig::from_arch(&cfg.arch, classes.len())
-            .ok_or_else(|| Error::UnknownArch { name: cfg.arch.clone() })?;
+        let model_cfg = TResNetConfig::from_arch(&cfg.arch, classes.len()).ok_or_else(|| {
+            Error::UnknownArch {
+                name: cfg.arch.clone(),
+            }
+        })?;
         let vars = VarMap::new();
-        let model = TResNet::new(&model_cfg, VarBuilder::from_varmap(&vars, DType::F32, &opts.device))?
-            .with_autocast(cfg.autocast)?;
+        let model = TResNet::new(
+            &model_cfg,
+            VarBuilder::from_varmap(&vars, DType::F32, &opts.device),
+        )?
+        .with_autocast(cfg.autocast)?;
         let named = named_vars(&vars)?;
         reference_init(&named, &mut seeds::init_rng(cfg.seed))?;
         let params: Vec<(String, Var, bool)> = named
@@ -201,7 +207,11 @@ impl Trainer {
         let total = self.total_steps.ok_or_else(|| {
             Error::Train("plan the schedule first (Trainer::plan, or train_epoch/fit)".into())
         })?;
-        Ok(one_cycle(&self.cfg, self.state.step.min(total.saturating_sub(1)), total))
+        Ok(one_cycle(
+            &self.cfg,
+            self.state.step.min(total.saturating_sub(1)),
+            total,
+        ))
     }
 
     /// One micro-batch: the forward pass in training mode, the loss (ASL at the current
@@ -212,7 +222,9 @@ impl Trainer {
             gamma_neg: self.state.gamma_neg,
             ..self.cfg.loss
         });
-        let (logits, loss, grads) = self.model.train_step(x, &|logits| loss_fn.forward(logits, y))?;
+        let (logits, loss, grads) = self
+            .model
+            .train_step(x, &|logits| loss_fn.forward(logits, y))?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             return Ok(value);
@@ -249,7 +261,10 @@ impl Trainer {
             self.state.set_epoch_gap(&epoch_gap);
             self.step_gap = GapAccumulator::default();
             if let (Some(e), Some(decay)) = (self.ema.as_mut(), self.cfg.ema_decay) {
-                e.update(&self.named, ema_decay(decay, self.cfg.ema_warmup, self.state.step + 1))?;
+                e.update(
+                    &self.named,
+                    ema_decay(decay, self.cfg.ema_warmup, self.state.step + 1),
+                )?;
             }
         }
         self.state.step += 1;
@@ -288,7 +303,13 @@ impl Trainer {
     /// Writes the checkpoint (`out/checkpoint.safetensors`).
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
         let path = self.checkpoint_path();
-        checkpoint::save(&path, &self.state, &self.named, &self.adam, self.ema.as_ref())?;
+        checkpoint::save(
+            &path,
+            &self.state,
+            &self.named,
+            &self.adam,
+            self.ema.as_ref(),
+        )?;
         Ok(path)
     }
 
@@ -367,7 +388,11 @@ impl Trainer {
         let loader = Loader::new(order, self.cfg.batch_size, self.opts.prefetch, move |i| {
             // as the reference: resize first, then augment at the model's size
             let img = resize(&data.image(i)?, size, ResizeMode::Squish);
-            Ok(to_chw(&augment(&img, &aug, &mut seeds::sample_rng(seed, epoch, i))))
+            Ok(to_chw(&augment(
+                &img,
+                &aug,
+                &mut seeds::sample_rng(seed, epoch, i),
+            )))
         });
         (loader, remaining)
     }
@@ -462,7 +487,11 @@ impl Trainer {
         batch: Batch,
         batch_index: usize,
     ) -> Result<Option<f64>> {
-        let (n, k, s) = (batch.indices.len(), self.state.classes.len(), self.cfg.image_size);
+        let (n, k, s) = (
+            batch.indices.len(),
+            self.state.classes.len(),
+            self.cfg.image_size,
+        );
         let dev = &self.opts.device;
         let x = Tensor::from_vec(batch.inputs, (n, 3, s, s), dev)?;
         // ignored labels (-1) train as negatives
@@ -482,18 +511,20 @@ impl Trainer {
         Err(self.non_finite(value, train, &batch.indices, batch_index))
     }
 
-    fn non_finite(&self, value: f64, train: &Arc<dyn Dataset>, indices: &[usize], index: usize) -> Error {
+    fn non_finite(
+        &self,
+        value: f64,
+        train: &Arc<dyn Dataset>,
+        indices: &[usize],
+        index: usize,
+    ) -> Error {
         let ckpt = self.checkpoint_path();
         let last = if ckpt.exists() {
             format!("the last good checkpoint is {}", ckpt.display())
         } else {
             "no checkpoint was written yet".to_string()
         };
-        let images: Vec<String> = indices
-            .iter()
-            .take(4)
-            .map(|&i| train.describe(i))
-            .collect();
+        let images: Vec<String> = indices.iter().take(4).map(|&i| train.describe(i)).collect();
         Error::Train(format!(
             "non-finite loss ({value}) at epoch {}, batch {index} (images {}): {last}; lower the \
              learning rate (--lr), or skip such batches (--skip-nonfinite)",
@@ -568,7 +599,14 @@ impl Trainer {
             .map_err(|e| e.context(format!("writing {}", path.display())))?;
         self.state.best_map = Some(map);
         self.state.best_model = which.to_string();
-        emit(callbacks, &Event::BestModel { path: &path, map, which })?;
+        emit(
+            callbacks,
+            &Event::BestModel {
+                path: &path,
+                map,
+                which,
+            },
+        )?;
         Ok(())
     }
 

@@ -12,8 +12,8 @@ use candle_core::{Result, Tensor, Var};
 use rayon::prelude::*;
 
 use super::kernels::{
-    cols3x3, col2im3x3, lane_dot, lane_sum, matmul, matmul_split_k, winograd_conv, winograd_run,
-    blur_backward,
+    blur_backward, col2im3x3, cols3x3, lane_dot, lane_sum, matmul, matmul_split_k, winograd_conv,
+    winograd_run,
 };
 use super::recycle::{give, give_act, record, take, timed};
 use super::{ConvBnLayer, Grads};
@@ -137,11 +137,19 @@ impl ConvBnLayer {
     /// The blur after the layer (strided layers), on `out` `[c, n, h, w]`.
     fn blurred(&self, out: Vec<f32>, (c, n, h, w): (usize, usize, usize, usize)) -> Act {
         if !self.blur {
-            return Act { data: out, c, n, h, w };
+            return Act {
+                data: out,
+                c,
+                n,
+                h,
+                w,
+            };
         }
         let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
         let mut blurred = take(c * n * ho * wo);
-        timed("blur forward", || blur_planes_into(&out, &mut blurred, h, w));
+        timed("blur forward", || {
+            blur_planes_into(&out, &mut blurred, h, w)
+        });
         give(out);
         Act {
             data: blurred,
@@ -244,7 +252,12 @@ impl ConvBnLayer {
 
     /// The input gradient from the convolution output's gradient `dy` (consumed) of sides
     /// `(n, h, w)`, for the layer's weights `weight` as the forward pass read them.
-    fn input_grad(&self, dy: Vec<f32>, weight: &[f32], (n, h, w): (usize, usize, usize)) -> Result<Vec<f32>> {
+    fn input_grad(
+        &self,
+        dy: Vec<f32>,
+        weight: &[f32],
+        (n, h, w): (usize, usize, usize),
+    ) -> Result<Vec<f32>> {
         let (c_out, c_in, k) = self.geometry()?;
         let (m, kk) = (n * h * w, c_in * k * k);
         if k == 3 && winograd::enabled() {

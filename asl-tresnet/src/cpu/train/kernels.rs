@@ -70,7 +70,12 @@ const K_SPLIT: usize = 8;
 /// reduction (`k`: a weight gradient sums over every pixel of the batch) cut into
 /// [`K_SPLIT`] pieces computed in parallel and summed in order. The output is small, so this
 /// parallelises where splitting the output would not.
-pub(super) fn matmul_split_k(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: &[f32], b: &[f32]) {
+pub(super) fn matmul_split_k(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+) {
     assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= n * k);
     let piece = k.div_ceil(K_SPLIT).max(1);
     let partials: Vec<Vec<f32>> = (0..k.div_ceil(piece))
@@ -259,4 +264,3 @@ pub(super) fn avg_pool_backward(dout: &[f32], planes: usize, h: usize, w: usize)
         });
     dx
 }
-

@@ -137,7 +137,9 @@ impl Network {
         let dlogits = loss
             .backward()?
             .get(leaf.as_tensor())
-            .ok_or_else(|| candle_core::Error::Msg("the loss does not depend on the logits".into()))?
+            .ok_or_else(|| {
+                candle_core::Error::Msg("the loss does not depend on the logits".into())
+            })?
             .to_dtype(candle_core::DType::F32)?;
         let mut grads = Grads {
             store: GradStore::default(),

@@ -81,7 +81,6 @@ pub(super) fn give_act(a: Rc<Act>) {
     }
 }
 
-
 /// Starts recording a profile on this thread.
 pub(super) fn start_profile() {
     PROFILE.with(|p| *p.borrow_mut() = Some(Vec::new()));

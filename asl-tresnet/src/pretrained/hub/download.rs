@@ -19,7 +19,12 @@ struct Target<'a> {
     url: String,
 }
 
-pub(super) fn download(cfg: &HubConfig, repo: &str, revision: &str, file: &str) -> Result<PathBuf, HubError> {
+pub(super) fn download(
+    cfg: &HubConfig,
+    repo: &str,
+    revision: &str,
+    file: &str,
+) -> Result<PathBuf, HubError> {
     let cache = Cache::new(cfg.cache_dir.clone());
     let hub_repo = model_repo(repo, revision);
     let api = ApiBuilder::from_cache(cache.clone())
@@ -260,4 +265,3 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
 fn model_repo(repo: &str, revision: &str) -> Repo {
     Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string())
 }
-

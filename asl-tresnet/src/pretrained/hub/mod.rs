@@ -95,7 +95,7 @@ impl HubConfig {
     /// - progress: on.
     ///
     /// ```
-    /// let cfg = asl_tresnet::hub::HubConfig::from_env();
+    /// let cfg = asl_tresnet::pretrained::hub::HubConfig::from_env();
     /// assert!(!cfg.endpoint.ends_with('/'));
     /// ```
     pub fn from_env() -> Self {
@@ -233,11 +233,11 @@ pub enum HubError {
 /// against the announced size and, for LFS files, sha256 before its path is returned.
 ///
 /// ```no_run
-/// use asl_tresnet::hub::{fetch, HubConfig};
+/// use asl_tresnet::pretrained::hub::{fetch, HubConfig};
 /// let cfg = HubConfig::from_env();
 /// let weights = fetch(&cfg, "timm/tresnet_m.miil_in21k", "main", "model.safetensors")?;
 /// println!("{}", weights.display());
-/// # Ok::<(), asl_tresnet::hub::HubError>(())
+/// # Ok::<(), asl_tresnet::pretrained::hub::HubError>(())
 /// ```
 pub fn fetch(cfg: &HubConfig, repo: &str, revision: &str, file: &str) -> Result<PathBuf, HubError> {
     let revision = if revision.is_empty() {
@@ -288,7 +288,7 @@ fn repo_folder(repo: &str) -> String {
 /// through `refs/<revision>`; a snapshot link whose blob is gone counts as absent.
 ///
 /// ```
-/// use asl_tresnet::hub::{cached, HubConfig};
+/// use asl_tresnet::pretrained::hub::{cached, HubConfig};
 /// let cfg = HubConfig {
 ///     endpoint: "https://huggingface.co".into(),
 ///     cache_dir: std::env::temp_dir().join("asl-hub-doc-empty-cache"),

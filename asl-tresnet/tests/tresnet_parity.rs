@@ -1,8 +1,11 @@
 //! TResNet logits against timm's, on small random models of every block type (fixtures from
-//! `fixtures/gen_tresnet_fixtures.py`: random weights, randomised BatchNorm statistics and gammas),
+//! `tests/fixtures/gen_tresnet_fixtures.py`: random weights, randomised BatchNorm statistics and gammas),
 //! at 224 x 224 and at 228 x 196 (odd feature maps: reflect padding and ceil-mode pooling).
 
-use asl_tests::{config_from_metadata, fixture_path, max_rel_diff, pixels_to_input};
+mod common;
+
+use asl_test_support::fixtures::{max_rel_diff, pixels_to_input};
+use common::{config_from_metadata, fixture};
 use asl_tresnet::TResNet;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -10,7 +13,7 @@ use candle_nn::VarBuilder;
 #[test]
 fn small_tresnets_match_timm() {
     for name in ["small_basic", "small_v2"] {
-        let weights = fixture_path(&format!("tresnet/{name}.weights.safetensors"));
+        let weights = fixture(&format!("tresnet/{name}.weights.safetensors"));
         let cfg = config_from_metadata(&weights);
         let tensors = candle_core::safetensors::load(&weights, &Device::Cpu).expect("weights");
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
@@ -21,7 +24,7 @@ fn small_tresnets_match_timm() {
             .expect("folded inference path");
         assert!(inference.is_inference() && !model.is_inference());
         let io = candle_core::safetensors::load(
-            fixture_path(&format!("tresnet/{name}.io.safetensors")),
+            fixture(&format!("tresnet/{name}.io.safetensors")),
             &Device::Cpu,
         )
         .expect("io");

@@ -1,4 +1,5 @@
-//! The embedded demo dataset of `asl-cli demo`: multi-label mosaics of real handwritten digits.
+//! The embedded demo dataset (what `asl-cli demo` trains on): multi-label mosaics of real
+//! handwritten digits, ready to train on with no download.
 //!
 //! Each image is a 32 x 32 RGB mosaic, a 2 x 2 grid of 16 x 16 cells of which 1 to 3 hold a
 //! handwritten digit (from the UCI "Optical Recognition of Handwritten Digits" data, E. Alpaydin
@@ -8,23 +9,19 @@
 //! meant for. Splits: 2000 train, 400 val and 8 test mosaics; the source digits of the three
 //! splits are disjoint.
 //!
-//! The data lives in `asl-cli/data/demo/` (generator script, README with source and licence) and
-//! is compiled into the binary with `include_bytes!` (about 1.2 MB), so `asl-cli demo` works
-//! without the repository: per split a PNG sheet of the mosaics tiled row-major and a CSV of
+//! The data lives in `asl-tresnet/data/demo/` (generator script, README with source and licence)
+//! and is compiled in with `include_bytes!` (about 1.2 MB, linked only into programs that use
+//! it), so the demo works without the repository: per split a PNG sheet of the mosaics tiled row-major and a CSV of
 //! labels (`image,labels`, `00000.png,3 7`) in sheet order.
 //!
-//! ```
-//! let data = asl_cli::demo_data::load().unwrap();
-//! assert_eq!(data.train.len(), 2000);
-//! assert_eq!(data.train.images[0].dimensions(), (32, 32));
-//! assert_eq!(data.train.labels[0].len(), asl_cli::demo_data::CLASSES.len());
-//! ```
 
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use image::{ImageFormat, RgbImage};
+
+use super::{DataError, InMemoryDataset};
 
 /// The class names, in label order: the ten digits.
 pub const CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -35,22 +32,25 @@ pub const IMAGE_SIDE: u32 = 32;
 /// The header row of the labels CSV files (embedded and written by [`write_split`]).
 const CSV_HEADER: &str = "image,labels";
 
-/// The embedded files, by their name in `asl-cli/data/demo/`.
+/// The embedded files, by their name in `asl-tresnet/data/demo/`.
 pub const EMBEDDED_FILES: [(&str, &[u8]); 6] = [
-    ("train.png", include_bytes!("../data/demo/train.png")),
+    (
+        "train.png",
+        include_bytes!("../../../data/demo/train.png"),
+    ),
     (
         "train_labels.csv",
-        include_bytes!("../data/demo/train_labels.csv"),
+        include_bytes!("../../../data/demo/train_labels.csv"),
     ),
-    ("val.png", include_bytes!("../data/demo/val.png")),
+    ("val.png", include_bytes!("../../../data/demo/val.png")),
     (
         "val_labels.csv",
-        include_bytes!("../data/demo/val_labels.csv"),
+        include_bytes!("../../../data/demo/val_labels.csv"),
     ),
-    ("test.png", include_bytes!("../data/demo/test.png")),
+    ("test.png", include_bytes!("../../../data/demo/test.png")),
     (
         "test_labels.csv",
-        include_bytes!("../data/demo/test_labels.csv"),
+        include_bytes!("../../../data/demo/test_labels.csv"),
     ),
 ];
 
@@ -77,6 +77,14 @@ impl DemoSplit {
     /// Whether the split has no image.
     pub fn is_empty(&self) -> bool {
         self.images.is_empty()
+    }
+
+    /// The split as an in-memory dataset over [`CLASSES`] (an error only for a split whose
+    /// label rows were edited to the wrong length).
+    pub fn to_dataset(&self) -> Result<InMemoryDataset, DataError> {
+        let classes = CLASSES.iter().map(|c| c.to_string()).collect();
+        let samples = self.images.iter().cloned().zip(self.labels.iter().cloned()).collect();
+        InMemoryDataset::new(classes, samples)
     }
 
     /// The names of the positive classes of image `i` (empty when `i` is out of range).
@@ -154,7 +162,7 @@ pub fn load() -> Result<DemoData, DemoDataError> {
 }
 
 /// Decodes one split from its PNG sheet and its labels CSV (the files `{name}.png` and
-/// `{name}_labels.csv` of `asl-cli/data/demo/`; `name` is only used in messages).
+/// `{name}_labels.csv` of `asl-tresnet/data/demo/`; `name` is only used in messages).
 ///
 /// The sheet holds the mosaics row-major, `width / IMAGE_SIDE` per row, with blank cells only
 /// after the last one (in the last row). The CSV has the header `image,labels` and one row per
@@ -319,3 +327,6 @@ pub fn write_split(split: &DemoSplit, dir: &Path) -> io::Result<PathBuf> {
     std::fs::write(&path, csv)?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,6 @@
-//! A tiny Hugging Face hub for tests (shared by `asl-tresnet/tests/hub.rs` and
-//! `asl-cli/tests/infer.rs` through `#[path]`): one repo on 127.0.0.1:0 answering ranged
+//! A tiny Hugging Face hub for tests: one repo on 127.0.0.1:0 answering ranged
 //! `GET /<repo>/resolve/<rev>/<file>` with `Content-Range`, `ETag` and `X-Repo-Commit` as the hub
 //! does, with switchable misbehaviour (error statuses, cut connections, missing headers).
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -75,7 +73,6 @@ impl Recorded {
 
 pub struct TestHub {
     pub endpoint: String,
-    repo: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -109,7 +106,6 @@ impl TestHub {
         };
         TestHub {
             endpoint: format!("http://{addr}"),
-            repo: repo.to_string(),
             requests,
             stop,
             thread: Some(thread),

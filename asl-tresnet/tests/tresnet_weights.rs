@@ -4,18 +4,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use asl_tests::{fixture_path, max_rel_diff, pixels_to_input};
-use asl_tresnet::weights::{
-    check_weights, expected_weights, load_weights, model_from_tensors, original_to_timm,
-    save_safetensors, ModelMetadata, ResizeMode, SourceFormat,
-};
+mod common;
+
+use asl_test_support::fixtures::{max_rel_diff, pixels_to_input};
+use common::fixture;
+use asl_tresnet::pretrained::convert::original_to_timm;
+use asl_tresnet::pretrained::keys::{check_weights, expected_weights, model_from_tensors};
+use asl_tresnet::pretrained::weights::{load_weights, save_safetensors, SourceFormat};
+use asl_tresnet::pretrained::{PretrainedCfg, ResizeMode};
 use asl_tresnet::{HeadKind, TResNetConfig};
 use candle_core::{Device, Tensor};
 
-/// `name -> shape` from a key list of `shared/spec/keys` (copied under fixtures/keys): lines
+/// `name -> shape` from a key list of a published checkpoint (under `tests/fixtures/keys`): lines
 /// `name\t[d, ...]\tdtype` (timm) or `name [d, ...]` (original), `#` comments.
 fn key_list(file: &str) -> BTreeMap<String, Vec<usize>> {
-    let text = std::fs::read_to_string(fixture_path(&format!("keys/{file}"))).expect("key list");
+    let text = std::fs::read_to_string(fixture(&format!("keys/{file}"))).expect("key list");
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
@@ -89,7 +92,7 @@ fn original_names_rename_to_timm_names() {
 fn original_pth_converts_to_the_same_model() {
     let dev = Device::Cpu;
     let loaded =
-        load_weights(&fixture_path("tresnet/small_basic.original.pth"), &dev).expect("load .pth");
+        load_weights(&fixture("tresnet/small_basic.original.pth"), &dev).expect("load .pth");
     assert_eq!(loaded.format, SourceFormat::OriginalPth);
     assert_eq!(loaded.pth_num_classes, Some(7));
     let names = loaded.pth_class_names.clone().expect("class names");
@@ -98,7 +101,7 @@ fn original_pth_converts_to_the_same_model() {
     let cfg = TResNetConfig::variant([1, 2, 2, 1], 0.125, false, 7);
     let model = model_from_tensors(&cfg, loaded.tensors, &dev).expect("model");
     let io = candle_core::safetensors::load(
-        fixture_path("tresnet/small_basic.original.io.safetensors"),
+        fixture("tresnet/small_basic.original.io.safetensors"),
         &dev,
     )
     .unwrap();
@@ -116,21 +119,24 @@ fn original_pth_converts_to_the_same_model() {
 fn own_format_round_trips_with_metadata() {
     let dev = Device::Cpu;
     let src = load_weights(
-        &fixture_path("tresnet/small_basic.weights.safetensors"),
+        &fixture("tresnet/small_basic.weights.safetensors"),
         &dev,
     )
     .unwrap();
     assert_eq!(src.format, SourceFormat::TimmSafetensors);
-    let meta = ModelMetadata {
+    let meta = PretrainedCfg {
         arch: "custom".into(),
         num_classes: 7,
         class_names: (0..7).map(|i| format!("label {i}")).collect(),
         input_size: 224,
         resize: ResizeMode::Crop { crop_pct: 0.875 },
         threshold: 0.7,
-        activation: asl_tresnet::registry::Activation::Softmax,
+        activation: asl_tresnet::pretrained::Activation::Softmax,
         class_thresholds: Some((0..7).map(|i| i as f64 / 10.0).collect()),
         source: "small_basic.weights.safetensors (timm safetensors)".into(),
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        license: None,
     };
     let dir = std::env::temp_dir().join(format!("asl-weights-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -145,7 +151,7 @@ fn own_format_round_trips_with_metadata() {
     assert_eq!(back.metadata.as_ref(), Some(&meta));
     let cfg = TResNetConfig::variant([1, 2, 2, 1], 0.125, false, 7);
     let io =
-        candle_core::safetensors::load(fixture_path("tresnet/small_basic.io.safetensors"), &dev)
+        candle_core::safetensors::load(fixture("tresnet/small_basic.io.safetensors"), &dev)
             .unwrap();
     let model = model_from_tensors(&cfg, back.tensors, &dev).unwrap();
     let rel = max_rel_diff(
@@ -162,7 +168,7 @@ fn own_format_round_trips_with_metadata() {
 fn weights_that_do_not_fit_are_refused_with_their_names() {
     let dev = Device::Cpu;
     let tensors: HashMap<String, Tensor> = load_weights(
-        &fixture_path("tresnet/small_basic.weights.safetensors"),
+        &fixture("tresnet/small_basic.weights.safetensors"),
         &dev,
     )
     .unwrap()

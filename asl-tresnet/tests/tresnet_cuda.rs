@@ -9,7 +9,10 @@
 #![cfg(feature = "cuda")]
 
 use asl_core::{AslConfig, AsymmetricLoss};
-use asl_tests::{config_from_metadata, fixture_path, max_rel_diff, pixels_to_input, values};
+mod common;
+
+use asl_test_support::fixtures::{max_rel_diff, pixels_to_input, values};
+use common::{config_from_metadata, fixture};
 use asl_tresnet::{TResNet, TResNetConfig};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -66,14 +69,14 @@ fn named(vars: &VarMap) -> Vec<(String, Var)> {
 fn timm_fixture_logits_on_cuda() {
     let dev = gpu();
     for name in ["small_basic", "small_v2"] {
-        let weights = fixture_path(&format!("tresnet/{name}.weights.safetensors"));
+        let weights = fixture(&format!("tresnet/{name}.weights.safetensors"));
         let cfg = config_from_metadata(&weights);
         let tensors = candle_core::safetensors::load(&weights, &dev).expect("weights");
         let model = TResNet::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, &dev))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let folded = model.clone().into_inference().expect("folded");
         let io = candle_core::safetensors::load(
-            fixture_path(&format!("tresnet/{name}.io.safetensors")),
+            fixture(&format!("tresnet/{name}.io.safetensors")),
             &Device::Cpu,
         )
         .expect("io");

@@ -1,5 +1,5 @@
-//! Tests of `asl_cli::images`: decoding every supported format and colour type, EXIF
-//! orientation, refusing bad input, resizing against Pillow, CHW layout and annotation.
+//! Tests of `asl_tresnet::images`: decoding every supported format and colour type, EXIF
+//! orientation, refusing bad input, resizing against Pillow, CHW layout.
 //!
 //! Test images are built here with the `image` crate's encoders; what needs Pillow (the resize
 //! references, a CMYK JPEG, a palette PNG, JPEGs with an EXIF orientation written by Pillow) is
@@ -9,10 +9,10 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use asl_cli::images::{
-    annotate, decode_rgb, load_rgb, prepare, resize, to_chw, ImageError, DEFAULT_MAX_PIXELS,
+use asl_tresnet::images::{
+    decode_rgb, load_rgb, prepare, resize, to_chw, ImageError, DEFAULT_MAX_PIXELS,
 };
-use asl_tresnet::weights::ResizeMode;
+use asl_tresnet::pretrained::ResizeMode;
 use image::codecs::gif::GifEncoder;
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::webp::WebPEncoder;
@@ -653,48 +653,4 @@ fn prepare_loads_resizes_and_converts() {
         .fold(0f32, f32::max);
     assert!(worst <= 1.0 / 255.0 + 1e-6, "max diff {worst}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-// ---------------------------------------------------------------- annotate
-
-#[test]
-fn annotate_draws_in_the_top_left_only() {
-    let img = RgbImage::from_pixel(1200, 900, Rgb([120, 160, 200]));
-    let labels = vec![
-        ("person".to_string(), 0.93f32),
-        ("dog".to_string(), 0.71),
-        ("café ☕".to_string(), 0.5),
-    ];
-    let out = annotate(&img, &labels);
-    assert_eq!(out.dimensions(), img.dimensions());
-    let changed = |x0: u32, y0: u32, x1: u32, y1: u32| {
-        (y0..y1)
-            .flat_map(|y| (x0..x1).map(move |x| (x, y)))
-            .filter(|&(x, y)| out.get_pixel(x, y) != img.get_pixel(x, y))
-            .count()
-    };
-    // The box covers the corner, and has white text pixels in it.
-    assert_ne!(out.get_pixel(0, 0), img.get_pixel(0, 0));
-    assert!(changed(0, 0, 100, 60) > 3000);
-    let white = out.pixels().filter(|p| p.0 == [255, 255, 255]).count();
-    assert!(white > 100, "{white} white pixels");
-    // The bottom-right quarter is untouched.
-    assert_eq!(changed(600, 450, 1200, 900), 0);
-    // Scaled to the image: the text of a larger image is larger.
-    let big = annotate(
-        &RgbImage::from_pixel(2400, 1800, Rgb([120, 160, 200])),
-        &labels,
-    );
-    let big_white = big.pixels().filter(|p| p.0 == [255, 255, 255]).count();
-    assert!(big_white >= 3 * white, "{big_white} vs {white}");
-}
-
-#[test]
-fn annotate_handles_tiny_images_and_no_labels() {
-    let img = RgbImage::from_pixel(8, 8, Rgb([200, 200, 200]));
-    let long = vec![("a very long label that cannot fit".to_string(), 1.0f32)];
-    assert_eq!(annotate(&img, &long).dimensions(), (8, 8));
-    let out = annotate(&RgbImage::from_pixel(300, 300, Rgb([200, 200, 200])), &[]);
-    assert_ne!(out.get_pixel(1, 1).0, [200, 200, 200]);
-    assert_eq!(annotate(&RgbImage::new(0, 0), &long).dimensions(), (0, 0));
 }

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use asl_cli::data::{
-    loader, read_dataset, BadRow, DataError, Dataset, DatasetFormat, Difficult, Loader, ReadOptions,
+use asl_tresnet::data::{
+    loader, read_dataset, BadRow, DataError, DatasetFormat, Difficult, FileDataset, Loader, ReadOptions,
 };
-use asl_tresnet::weights::ResizeMode;
+use asl_tresnet::pretrained::ResizeMode;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -53,11 +53,11 @@ fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-fn labels(ds: &Dataset) -> Vec<Vec<i8>> {
+fn labels(ds: &FileDataset) -> Vec<Vec<i8>> {
     ds.samples.iter().map(|s| s.labels.clone()).collect()
 }
 
-fn file_names(ds: &Dataset) -> Vec<String> {
+fn file_names(ds: &FileDataset) -> Vec<String> {
     ds.samples
         .iter()
         .map(|s| s.image.file_name().unwrap().to_string_lossy().into_owned())
@@ -282,7 +282,7 @@ fn voc_root(dir: &Path) -> PathBuf {
 }
 
 fn voc_class(name: &str) -> usize {
-    asl_tresnet::classes::VOC
+    asl_tresnet::pretrained::classes::VOC
         .iter()
         .position(|c| *c == name)
         .unwrap()
@@ -301,7 +301,7 @@ fn voc_difficult_objects_follow_the_chosen_mode() {
     };
     let ds = read(Difficult::Ignore);
     assert_eq!(ds.format, DatasetFormat::Voc);
-    assert_eq!(ds.classes, strings(&asl_tresnet::classes::VOC));
+    assert_eq!(ds.classes, strings(&asl_tresnet::pretrained::classes::VOC));
     // No split list: every XML, sorted.
     assert_eq!(file_names(&ds), ["000001.jpg", "000002.jpg", "000003.jpg"]);
     let first = &ds.samples[0];
@@ -671,7 +671,7 @@ fn format_detection_from_the_path() {
 // ---------------------------------------------------------------------------------------------
 // align_to
 
-fn small_csv(dir: &Path) -> Dataset {
+fn small_csv(dir: &Path) -> FileDataset {
     png(&dir.join("a.png"), [0, 0, 0]);
     png(&dir.join("b.png"), [0, 0, 0]);
     let csv = dir.join("t.csv");
@@ -704,7 +704,7 @@ fn align_to_keeps_ignored_labels() {
     let dir = tempfile::tempdir().unwrap();
     let root = voc_root(dir.path());
     let ds = read_dataset(&root, &ReadOptions::default()).unwrap();
-    let mut model = strings(&asl_tresnet::classes::VOC);
+    let mut model = strings(&asl_tresnet::pretrained::classes::VOC);
     model.reverse();
     model.push("extra".into());
     let aligned = ds.align_to(&model, false).unwrap();
@@ -752,7 +752,7 @@ fn loader_yields_every_image_once_in_order() {
         ResizeMode::Squish,
         3,
         2,
-        asl_cli::images::DEFAULT_MAX_PIXELS,
+        asl_tresnet::images::DEFAULT_MAX_PIXELS,
     )
     .collect();
     let indices: Vec<Vec<usize>> = batches.iter().map(|b| b.indices.clone()).collect();
@@ -806,16 +806,10 @@ fn loader_prefetch_is_bounded_and_dropping_it_stops_the_thread() {
     let counter = Arc::clone(&calls);
     let paths: Vec<PathBuf> = (0..100).map(|i| PathBuf::from(format!("{i}"))).collect();
     let (batch_size, prefetch) = (2, 1);
-    let mut loader = Loader::with_transform(
-        paths,
-        (0..100).collect(),
-        batch_size,
-        prefetch,
-        move |i, _| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            Ok(vec![i as f32])
-        },
-    );
+    let mut loader = Loader::new((0..paths.len()).collect(), batch_size, prefetch, move |i| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![i as f32])
+    });
     std::thread::sleep(Duration::from_millis(300));
     // One batch in the channel, one finished and waiting to be sent.
     assert!(calls.load(Ordering::SeqCst) <= (prefetch + 1) * batch_size);
@@ -833,8 +827,8 @@ fn loader_prefetch_is_bounded_and_dropping_it_stops_the_thread() {
 fn loader_follows_a_given_order() {
     let paths: Vec<PathBuf> = (0..5).map(|i| PathBuf::from(format!("{i}"))).collect();
     let order = vec![4, 0, 3, 3, 1];
-    let batches: Vec<_> = Loader::with_transform(paths, order.clone(), 2, 0, |i, p| {
-        assert_eq!(p, Path::new(&i.to_string()));
+    let batches: Vec<_> = Loader::new(order.clone(), 2, 0, move |i| {
+        assert_eq!(paths[i], Path::new(&i.to_string()));
         Ok(vec![i as f32])
     })
     .collect();
@@ -847,7 +841,7 @@ fn loader_follows_a_given_order() {
 #[test]
 fn a_panic_in_the_loader_is_not_mistaken_for_the_end() {
     let paths: Vec<PathBuf> = (0..4).map(|i| PathBuf::from(format!("{i}"))).collect();
-    let loader = Loader::with_transform(paths, (0..4).collect(), 2, 1, |i, _| {
+    let loader = Loader::new((0..paths.len()).collect(), 2, 1, |i| {
         if i == 3 {
             panic!("transform failed");
         }

@@ -1,9 +1,9 @@
-//! Tests of `asl_cli::augment`: every operation against results computed by hand (or, where
+//! Tests of `asl_tresnet::augment`: every operation against results computed by hand (or, where
 //! noted, by Pillow 13.0.0 on the same tiny image), the RandAugment parameter tables of the
 //! reference, and the properties the trainer relies on: seeded determinism, `none()` as the
 //! identity, sizes kept.
 
-use asl_cli::augment::{
+use asl_tresnet::augment::{
     apply_op, augment, autocontrast, brightness, choose_op, color, contrast, cutout, cutout_rect,
     equalize, invert, op_param, posterize, rand_augment, random_cutout, rotate, sharpness, shear_x,
     shear_y, solarize, square_cutout_rect, translate_x, translate_y, AugmentConfig, RandAugmentOp,

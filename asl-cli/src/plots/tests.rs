@@ -1,10 +1,10 @@
-//! Tests of `asl_cli::plots`: precision-recall points against hand-computed values and against
+//! Tests of the charts: precision-recall points against hand-computed values and against
 //! `asl_core::metrics::average_precision`, the charts' sizes and content (measured in pixels),
 //! degenerate input, and atomic PNG writing.
 
 use std::collections::HashMap;
 
-use asl_cli::plots::{bar_chart, line_chart, pr_curve, save_png, Series, BAR_CHART_MAX_ROWS};
+use super::{bar_chart, line_chart, pr_curve, save_png, Series, BAR_CHART_MAX_ROWS};
 use asl_core::metrics::average_precision;
 use image::{Rgb, RgbImage};
 

@@ -5,14 +5,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use asl_cli::data::{self, Difficult, ReadOptions};
-use asl_cli::{images, plots};
 use asl_core::{MetricAccumulator, MetricsReport};
-use asl_tresnet::hub::HubConfig;
-use asl_tresnet::pretrained::{load_model, ModelSource, Settings};
-use asl_tresnet::weights::{load_weights, save_safetensors, ModelMetadata};
+use asl_tresnet::data::{self, FileDataset, ReadOptions};
+use asl_tresnet::pretrained::weights::{load_weights, save_safetensors};
+use asl_tresnet::pretrained::{load_model, ModelSource, PretrainedCfg};
 use candle_core::{Device, Tensor};
 use clap::Args;
+
+use super::infer::csv_field;
+use crate::args::{DeviceArgs, HubArgs, ImageLimitArgs, ModelCfgArgs};
+use crate::data_args::{DataArgs, DifficultArg};
+use crate::plots;
+use crate::progress::progress_bar;
 
 #[derive(Args)]
 pub struct ValidateArgs {
@@ -25,12 +29,8 @@ pub struct ValidateArgs {
     /// .jsonl ({"image": ..., "labels": [...]}) file.
     #[arg(long, required_unless_present = "annotations")]
     data: Option<PathBuf>,
-    /// Dataset format (default: detected from --data).
-    #[arg(long, value_parser = ["coco", "voc", "csv", "jsonl"])]
-    format: Option<String>,
-    /// Split of a COCO or VOC root (COCO: val; VOC: see `--help` of the data module: test).
-    #[arg(long)]
-    split: Option<String>,
+    #[command(flatten)]
+    dataset: DataArgs,
     /// COCO: an explicit instances JSON instead of a root (with --images).
     #[arg(long, requires = "images")]
     annotations: Option<PathBuf>,
@@ -40,35 +40,15 @@ pub struct ValidateArgs {
     /// COCO: keep images without annotations (as all-negative); the paper drops them.
     #[arg(long)]
     keep_empty: bool,
-    /// CSV/TSV: the separator between labels in the labels column (default: space).
-    #[arg(long)]
-    label_sep: Option<char>,
-    /// CSV/TSV/JSONL: resolve image paths against this folder (default: the file's folder).
-    #[arg(long)]
-    image_root: Option<PathBuf>,
     /// VOC objects marked difficult: ignore (neither positive nor negative; default), positive
     /// or negative.
-    #[arg(long, value_parser = ["ignore", "positive", "negative"], default_value = "ignore")]
-    difficult: String,
-    /// Skip bad rows (missing or unreadable images, unknown labels, duplicates) with a count
-    /// instead of stopping before any work.
-    #[arg(long)]
-    skip_bad: bool,
+    #[arg(long, value_enum, default_value_t = DifficultArg::Ignore)]
+    difficult: DifficultArg,
     /// Threshold of CP/CR/CF1/OP/OR/OF1 (the paper validates at 0.8).
     #[arg(long, default_value_t = 0.8)]
     threshold: f64,
-    /// Input size (default: the model's).
-    #[arg(long)]
-    input_size: Option<usize>,
-    /// Resize: squish or crop (default: the model's).
-    #[arg(long, value_parser = ["squish", "crop"])]
-    resize: Option<String>,
-    /// Architecture, for a model file without metadata.
-    #[arg(long)]
-    arch: Option<String>,
-    /// Class names for a model file without them (a file, or a built-in list).
-    #[arg(long)]
-    classes: Option<String>,
+    #[command(flatten)]
+    model_cfg: ModelCfgArgs,
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
@@ -98,35 +78,22 @@ pub struct ValidateArgs {
     /// Replace an existing --write-model file.
     #[arg(long)]
     force: bool,
-    /// cpu, or cuda (needs a build with `--features cuda`).
-    #[arg(long, value_parser = ["cpu", "cuda"], default_value = "cpu")]
-    device: String,
-    /// Use only the local hub cache.
-    #[arg(long)]
-    offline: bool,
-    /// Refuse images with more pixels than this.
-    #[arg(long, default_value_t = images::DEFAULT_MAX_PIXELS)]
-    max_pixels: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    limits: ImageLimitArgs,
 }
 
 fn read_options(args: &ValidateArgs) -> ReadOptions {
     ReadOptions {
-        // clap allows only the names DatasetFormat parses
-        format: args.format.as_deref().and_then(|f| f.parse().ok()),
-        split: args.split.clone(),
         annotations: args.annotations.clone(),
         images: args.images.clone(),
         keep_empty: args.keep_empty,
-        label_sep: args.label_sep,
-        image_root: args.image_root.clone(),
-        difficult: match args.difficult.as_str() {
-            "positive" => Difficult::Positive,
-            "negative" => Difficult::Negative,
-            _ => Difficult::Ignore,
-        },
-        skip_bad: args.skip_bad,
-        max_pixels: args.max_pixels,
-        ..ReadOptions::default()
+        difficult: args.difficult.into(),
+        max_pixels: args.limits.max_pixels,
+        ..args.dataset.read_options(args.dataset.split.clone())
     }
 }
 
@@ -140,34 +107,27 @@ struct Scored {
     /// Indices into the dataset's samples, in order.
     kept: Vec<usize>,
     model_name: String,
-    metadata: Option<(ModelMetadata, PathBuf)>,
+    metadata: Option<(PretrainedCfg, PathBuf)>,
     images_per_s: Option<f64>,
 }
 
-fn run_model(args: &ValidateArgs, ds: &mut data::Dataset, model: &str) -> Result<Scored> {
-    let device = crate::infer::device(&args.device)?;
-    let mut hub = HubConfig::from_env();
-    hub.offline |= args.offline;
-    let explicit = Settings {
-        arch: args.arch.clone(),
-        class_names: args
-            .classes
-            .as_deref()
-            .map(crate::infer::class_list)
-            .transpose()?,
-        input_size: args.input_size,
-        resize: args.resize.as_deref().map(crate::infer::resize_flag),
-        ..Settings::default()
-    };
-    let loaded = load_model(&ModelSource::parse(model)?, &explicit, &hub, &device)?;
-    let meta = loaded.metadata.clone();
+fn run_model(args: &ValidateArgs, ds: &mut FileDataset, model: &str) -> Result<Scored> {
+    let device = args.device.device()?;
+    let explicit = args.model_cfg.overrides()?;
+    let loaded = load_model(
+        &ModelSource::parse(model)?,
+        &explicit,
+        &args.hub.config(),
+        &device,
+    )?;
+    let meta = loaded.cfg.clone();
     let taken = std::mem::take(ds);
     *ds = taken
-        .align_to(&meta.class_names, args.skip_bad)
+        .align_to(&meta.class_names, args.dataset.skip_bad)
         .context("matching the dataset's labels to the model's classes")?;
     let k = meta.num_classes;
     let size = meta.input_size;
-    let progress = crate::infer::progress_bar(ds.samples.len() as u64);
+    let progress = progress_bar(ds.samples.len() as u64);
     let start = Instant::now();
     let mut scores = Vec::with_capacity(ds.samples.len() * k);
     let mut kept = Vec::with_capacity(ds.samples.len());
@@ -178,12 +138,12 @@ fn run_model(args: &ValidateArgs, ds: &mut data::Dataset, model: &str) -> Result
         meta.resize,
         args.batch_size,
         2,
-        args.max_pixels,
+        args.limits.max_pixels,
     );
     let mut failed = 0usize;
     for batch in loader {
         for (i, e) in &batch.failed {
-            if !args.skip_bad {
+            if !args.dataset.skip_bad {
                 bail!(
                     "{} ({}): {e}; pass --skip-bad to skip unreadable images",
                     ds.samples[*i].origin,
@@ -196,8 +156,7 @@ fn run_model(args: &ValidateArgs, ds: &mut data::Dataset, model: &str) -> Result
         let n = batch.indices.len();
         if n > 0 {
             let x = Tensor::from_vec(batch.inputs, (n, 3, size, size), &device)?;
-            let logits = loaded.model.forward_t(&x, false)?;
-            for row in crate::infer::scores(&logits, meta.activation)? {
+            for row in loaded.scores(&x)? {
                 scores.extend_from_slice(&row);
             }
             kept.extend_from_slice(&batch.indices);
@@ -220,7 +179,7 @@ fn run_model(args: &ValidateArgs, ds: &mut data::Dataset, model: &str) -> Result
 }
 
 /// Reads a --save-scores file and matches its rows to the dataset's samples by image path.
-fn read_scores(path: &Path, ds: &mut data::Dataset, skip_bad: bool) -> Result<Scored> {
+fn read_scores(path: &Path, ds: &mut FileDataset, skip_bad: bool) -> Result<Scored> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading scores file {}", path.display()))?;
     let mut lines = text
@@ -291,17 +250,14 @@ fn read_scores(path: &Path, ds: &mut data::Dataset, skip_bad: bool) -> Result<Sc
 }
 
 fn csv_row(first: &str, rest: impl Iterator<Item = String>) -> String {
-    let mut fields = vec![crate::infer::csv_field(first)];
+    let mut fields = vec![csv_field(first)];
     fields.extend(rest);
     fields.join(",")
 }
 
-fn save_scores(path: &Path, ds: &data::Dataset, s: &Scored) -> Result<()> {
+fn save_scores(path: &Path, ds: &FileDataset, s: &Scored) -> Result<()> {
     let k = s.classes.len();
-    let mut text = csv_row(
-        "image",
-        s.classes.iter().map(|c| crate::infer::csv_field(c)),
-    );
+    let mut text = csv_row("image", s.classes.iter().map(|c| csv_field(c)));
     text.push('\n');
     for (row, &i) in s.scores.chunks_exact(k).zip(&s.kept) {
         text.push_str(&csv_row(
@@ -310,7 +266,7 @@ fn save_scores(path: &Path, ds: &data::Dataset, s: &Scored) -> Result<()> {
         ));
         text.push('\n');
     }
-    crate::write_atomic(path, text.as_bytes())
+    crate::write_file(path, text.as_bytes())
 }
 
 fn report_json(r: &MetricsReport, classes: &[String]) -> serde_json::Value {
@@ -448,9 +404,7 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
         bail!("--threshold must be in [0, 1], got {}", args.threshold);
     }
     if let Some(p) = &args.write_model {
-        if p.exists() && !args.force {
-            bail!("{} exists; pass --force to replace it", p.display());
-        }
+        crate::args::check_new_file(p, args.force)?;
     }
     let data_path = args
         .data
@@ -460,29 +414,17 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
     let mut ds = data::read_dataset(&data_path, &read_options(args))
         .with_context(|| format!("reading the dataset {}", data_path.display()))?;
     let scored = match (&args.scores, &args.model) {
-        (Some(path), _) => read_scores(path, &mut ds, args.skip_bad)?,
+        (Some(path), _) => read_scores(path, &mut ds, args.dataset.skip_bad)?,
         (None, Some(model)) => run_model(args, &mut ds, model)?,
         (None, None) => bail!("give --model (or --scores)"),
     };
-    if !ds.skipped.is_empty() {
-        eprintln!(
-            "asl-cli: skipped {} bad rows (--skip-bad):",
-            ds.skipped.len()
-        );
-        for b in ds.skipped.iter().take(10) {
-            eprintln!("  {b}");
-        }
-        if ds.skipped.len() > 10 {
-            eprintln!("  ... and {} more", ds.skipped.len() - 10);
-        }
-    }
-    let k = scored.classes.len();
+    report_skipped(&ds);
     let labels: Vec<f32> = scored
         .kept
         .iter()
         .flat_map(|&i| ds.samples[i].labels.iter().map(|&l| l as f32))
         .collect();
-    let mut acc = MetricAccumulator::new(k);
+    let mut acc = MetricAccumulator::new(scored.classes.len());
     acc.push_slices(&scored.scores, &labels)
         .context("collecting the scores")?;
     if acc.num_samples() == 0 {
@@ -491,70 +433,13 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
     let report = acc.compute(args.threshold);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
-    if !json_to_stdout {
-        writeln!(
-            out,
-            "{}: {} images, {} classes ({})",
-            data_path.display(),
-            report.num_samples,
-            k,
-            scored.model_name
-        )?;
-        print_summary(
-            &mut out,
-            &report,
-            &format!("at threshold {}", args.threshold),
-        )?;
-        if let Some(ips) = scored.images_per_s {
-            writeln!(out, "{ips:.1} images/s")?;
-        }
-        if args.per_class {
-            print_per_class(&mut out, &report, &scored.classes)?;
-        }
+    let quiet = args.json.as_deref() == Some(Path::new("-"));
+    if !quiet {
+        print_report(&mut out, args, &data_path, &report, &scored)?;
     }
-    let calibrated = if args.calibrate {
-        let thresholds: Vec<f64> = acc
-            .calibrate()
-            .into_iter()
-            .map(|t| t.unwrap_or(args.threshold))
-            .collect();
-        let r = acc.compute_per_class(&thresholds);
-        if !json_to_stdout {
-            writeln!(out, "\ncalibrated per-class thresholds (best F1 on this data; classes without positives keep {}):", args.threshold)?;
-            print_summary(&mut out, &r, "at calibrated thresholds")?;
-            if args.per_class {
-                print_per_class(&mut out, &r, &scored.classes)?;
-            }
-        }
-        if let Some(dest) = &args.write_model {
-            let (meta, path) = scored
-                .metadata
-                .as_ref()
-                .context("--write-model needs --model (not --scores)")?;
-            let loaded = load_weights(path, &Device::Cpu)?;
-            let tensors: std::collections::HashMap<_, _> = loaded
-                .tensors
-                .into_iter()
-                .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
-                .collect();
-            let meta = ModelMetadata {
-                class_thresholds: Some(thresholds.clone()),
-                ..meta.clone()
-            };
-            save_safetensors(dest, &tensors, &meta)
-                .with_context(|| format!("writing {}", dest.display()))?;
-            if !json_to_stdout {
-                writeln!(
-                    out,
-                    "wrote {} (per-class thresholds in its metadata; `asl-cli infer` uses them)",
-                    dest.display()
-                )?;
-            }
-        }
-        Some(r)
-    } else {
-        None
+    let calibrated = match args.calibrate {
+        true => Some(calibrate(&mut out, args, &acc, &scored, quiet)?),
+        false => None,
     };
     if let Some(path) = &args.json {
         let mut v = report_json(&report, &scored.classes);
@@ -566,10 +451,10 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
             v["calibrated"] = report_json(r, &scored.classes);
         }
         let text = serde_json::to_string_pretty(&v)?;
-        if json_to_stdout {
+        if quiet {
             writeln!(out, "{text}")?;
         } else {
-            crate::write_atomic(path, text.as_bytes())?;
+            crate::write_file(path, text.as_bytes())?;
         }
     }
     if let Some(path) = &args.save_scores {
@@ -579,4 +464,97 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
         write_plots(dir, &acc, &report, &scored.classes, &scored.scores, &labels)?;
     }
     Ok(())
+}
+
+/// Lists the bad rows `--skip-bad` dropped (the first ten) on stderr.
+fn report_skipped(ds: &FileDataset) {
+    if ds.skipped.is_empty() {
+        return;
+    }
+    eprintln!(
+        "asl-cli: skipped {} bad rows (--skip-bad):",
+        ds.skipped.len()
+    );
+    for b in ds.skipped.iter().take(10) {
+        eprintln!("  {b}");
+    }
+    if ds.skipped.len() > 10 {
+        eprintln!("  ... and {} more", ds.skipped.len() - 10);
+    }
+}
+
+/// The readable report at the threshold.
+fn print_report(
+    out: &mut impl Write,
+    args: &ValidateArgs,
+    data_path: &Path,
+    report: &MetricsReport,
+    scored: &Scored,
+) -> Result<()> {
+    writeln!(
+        out,
+        "{}: {} images, {} classes ({})",
+        data_path.display(),
+        report.num_samples,
+        scored.classes.len(),
+        scored.model_name
+    )?;
+    print_summary(out, report, &format!("at threshold {}", args.threshold))?;
+    if let Some(ips) = scored.images_per_s {
+        writeln!(out, "{ips:.1} images/s")?;
+    }
+    if args.per_class {
+        print_per_class(out, report, &scored.classes)?;
+    }
+    Ok(())
+}
+
+/// `--calibrate`: per-class thresholds of best F1, the report at them, and with
+/// `--write-model` a copy of the model holding them.
+fn calibrate(
+    out: &mut impl Write,
+    args: &ValidateArgs,
+    acc: &MetricAccumulator,
+    scored: &Scored,
+    quiet: bool,
+) -> Result<MetricsReport> {
+    let thresholds: Vec<f64> = acc
+        .calibrate()
+        .into_iter()
+        .map(|t| t.unwrap_or(args.threshold))
+        .collect();
+    let r = acc.compute_per_class(&thresholds);
+    if !quiet {
+        writeln!(out, "\ncalibrated per-class thresholds (best F1 on this data; classes without positives keep {}):", args.threshold)?;
+        print_summary(out, &r, "at calibrated thresholds")?;
+        if args.per_class {
+            print_per_class(out, &r, &scored.classes)?;
+        }
+    }
+    if let Some(dest) = &args.write_model {
+        let (meta, path) = scored
+            .metadata
+            .as_ref()
+            .context("--write-model needs --model (not --scores)")?;
+        let loaded = load_weights(path, &Device::Cpu)?;
+        let tensors: std::collections::HashMap<_, _> = loaded
+            .tensors
+            .into_iter()
+            .filter(|(name, _)| !name.ends_with("num_batches_tracked"))
+            .collect();
+        let meta = PretrainedCfg {
+            class_thresholds: Some(thresholds),
+            ..meta.clone()
+        };
+        save_safetensors(dest, &tensors, &meta)
+            .with_context(|| format!("writing {}", dest.display()))?;
+        if !quiet {
+            writeln!(
+                out,
+                "wrote {} (per-class thresholds in its metadata; `asl-cli infer` uses them)",
+                dest.display()
+            )?;
+        }
+    }
+    Ok(r)
 }

@@ -1,4 +1,4 @@
-//! The embedded demo dataset (`asl_cli::demo_data`): sizes, label statistics, agreement with the
+//! The embedded demo dataset: sizes, label statistics, agreement with the
 //! generator's files and manifest, disjoint splits, `write_split` round trip, and errors (not
 //! panics) on inconsistent bytes.
 
@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use asl_cli::demo_data::{
+use super::{
     decode_split, embedded_size, load, write_split, DemoData, DemoDataError, DemoSplit, CLASSES,
     EMBEDDED_FILES, IMAGE_SIDE,
 };
@@ -197,8 +197,9 @@ fn write_split_reads_back_with_the_dataset_reader() {
     let dir = tempfile::tempdir().unwrap();
     let split = &data().val;
     let csv = write_split(split, dir.path()).unwrap();
-    let ds = asl_cli::data::read_dataset(&csv, &asl_cli::data::ReadOptions::default()).unwrap();
-    assert_eq!(ds.format, asl_cli::data::DatasetFormat::Csv);
+    let ds =
+        crate::data::read_dataset(&csv, &crate::data::ReadOptions::default()).unwrap();
+    assert_eq!(ds.format, crate::data::DatasetFormat::Csv);
     assert!(ds.skipped.is_empty(), "{:?}", ds.skipped);
     assert_eq!(ds.classes, CLASSES.map(String::from));
     assert_eq!(ds.samples.len(), split.len());
