@@ -2,10 +2,10 @@
 // check (asl-core/tests/cuda_mirror/main.rs compiles this header with the host C++ compiler and
 // compares it bit for bit with a Rust transcription).
 //
-// Every function here mirrors asl-core/src/kernel.rs (`asl_element`, `pow_known`,
-// `log_one_minus`) and asl-core/src/single_label.rs (`single_label_row`'s `terms`) line by
-// line, in the same operation order, so that the device results differ from the CPU kernel only
-// by the rounding of the math library. Keep the three in step.
+// Every function here mirrors asl-core/src/math.rs (`asl_element`, `pow_known`,
+// `log_one_minus`) and asl-core/src/single_label.rs (`single_label_row`'s `terms`) operation by
+// operation, in the same order, so that the device results differ from the CPU kernel only by
+// the rounding of the math library. Keep the three in step.
 //
 // Plain C++17 when compiled without nvcc: no CUDA header, no intrinsic.
 
@@ -59,17 +59,17 @@ template <typename F> ASL_HD F asl_powi(F b, int n) {
     return r;
 }
 
-// kernel.rs `pow_known`: b^g through powi when g is a small integer (gi >= 0), else pow.
+// math.rs `pow_known`: b^g through powi when g is a small integer (gi >= 0), else pow.
 template <typename F> ASL_HD F asl_pow_known(F b, F g, int gi) {
     return gi >= 0 ? asl_powi(b, gi) : AslMath<F>::pow(b, g);
 }
 
-// kernel.rs `log_one_minus`: log(q) for q = 1 - p_m, near 1 from log1p(-p_m).
+// math.rs `log_one_minus`: log(q) for q = 1 - p_m, near 1 from log1p(-p_m).
 template <typename F> ASL_HD F asl_log_one_minus(F q, F p_m) {
     return q > F(0.75) ? AslMath<F>::log1p(-p_m) : AslMath<F>::log(q);
 }
 
-// kernel.rs `AslParams`. gamma_*_int is -1 where the exponent is not a small integer.
+// math.rs `AslParams`. gamma_*_int is -1 where the exponent is not a small integer.
 template <typename F> struct AslPrm {
     F gamma_pos;
     F gamma_neg;
@@ -87,7 +87,7 @@ template <typename F> struct AslPair {
     F d;
 };
 
-// kernel.rs `clamp`: the eps clamp in log space, max(log v, ln eps), zero derivative where it is
+// math.rs `clamp_log`: the eps clamp in log space, max(log v, ln eps), zero derivative where it is
 // active; a NaN passes through.
 template <typename F> ASL_HD AslPair<F> asl_clamp(AslPair<F> a, F ln_eps) {
     if (a.v < ln_eps) {
@@ -96,7 +96,9 @@ template <typename F> ASL_HD AslPair<F> asl_clamp(AslPair<F> a, F ln_eps) {
     return a;
 }
 
-// kernel.rs `asl_element`: loss and d loss / d x of one element (before reduction).
+// math.rs `asl_element`: loss and d loss / d x of one element (before reduction). One function
+// here; in math.rs, `Sigmoid` (p, 1 - p and their logs), `negative_log`, one function per target
+// kind (`hard_negative`, `hard_positive`, `soft_target`) and `weighted` (the last lines).
 template <typename F> ASL_HD AslPair<F> asl_element(F x, F y, const AslPrm<F> &prm) {
     const F zero = F(0);
     const F one = F(1);

@@ -1,26 +1,28 @@
 //! The CUDA kernels of the fused ops (feature `cuda`).
 //!
 //! `kernels/asl.cu` (with the per-element math in `kernels/asl_math.cuh`, a line-by-line mirror
-//! of [`crate::kernel::asl_element`]) is compiled to PTX by `build.rs` and embedded here; the
+//! of [`crate::math::asl_element`]) is compiled to PTX by `build.rs` and embedded here; the
 //! module is JIT-loaded once per device on first use.
 //!
 //! Which kernel, grid and arguments (in order, with their types) and which buffer sizes each
-//! pass needs is planned in [`crate::cuda_launch`], without CUDA; this module allocates, pushes
-//! the arguments as planned, and reads back. `tests/cuda_mirror` runs the same plans against
-//! `asl.cu` compiled for the host.
+//! pass needs is planned in [`crate::cuda_launch`], without CUDA (each loss picks its plan in its
+//! [`FusedLoss::plan`]); this module allocates, pushes the arguments as planned, and reads back,
+//! with one [`forward`] for both losses. `tests/cuda_mirror` runs the same plans against `asl.cu`
+//! compiled for the host.
 //!
 //! - Multi-label: one kernel reads logits and targets once and writes the gradient (in the
 //!   logits' dtype, already scaled by the reduction) and, for `Reduction::None`, the element
 //!   losses; each block writes the f64 sum of its tile's losses, and one more block sums those
 //!   partials in a fixed order: no float atomics, the loss is the same bits on every run.
 //! - Single-label: one block per row; row losses summed the same way.
-//! - The gradient stays on the GPU in the op's [`GradCache`](crate::kernel::GradCache);
+//! - The gradient stays on the GPU in the op's [`GradCache`](crate::op::GradCache);
 //!   [`chain_upstream`] scales it in place (nothing to do for the usual upstream gradient 1).
 //!
 //! Logits f16/bf16/f32 compute in f32, f64 in f64. Targets: every dtype the CPU kernel takes.
 //!
 //! Targets are checked on the GPU (multi-label: in [0, 1]; single-label: a class in [0, K));
-//! the op reads back one flag (a stream synchronisation) and returns the CPU kernel's error.
+//! the op reads back one flag (a stream synchronisation) and returns the CPU kernel's error
+//! ([`FusedLoss::target_error`]).
 //! `ASL_CUDA_SKIP_TARGET_CHECK=1` skips the read-back: a bad target then gives a NaN loss and
 //! gradient instead of an error (no synchronisation in the forward pass).
 
@@ -35,9 +37,10 @@ use half::{bf16, f16};
 
 use crate::cuda_launch::LossPlan;
 use crate::cuda_launch::{self as plan, Arg, Launch};
+use crate::dispatch;
 use crate::error::AslError;
-use crate::kernel::{self, Elem, Slice};
-use crate::{AslConfig, Reduction, SingleLabelConfig};
+use crate::op::FusedLoss;
+use crate::Reduction;
 
 /// The kernels, compiled by `build.rs`.
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/asl.ptx"));
@@ -213,35 +216,6 @@ fn first_bad(dev: &CudaDevice, bad: &CudaSlice<u64>) -> Result<Option<usize>> {
     Ok(v.first().and_then(|&b| plan::first_bad(b)))
 }
 
-/// Element `i` of a target tensor, read on the host (only to report an error).
-fn target_value(s: &CudaStorage, l: &Layout, i: usize) -> Result<f64> {
-    let host = s.to_cpu_storage()?;
-    Ok(match kernel::slice(&host, l, "ASL targets")? {
-        Slice::U8(v) => v[i].to_f64(),
-        Slice::U32(v) => v[i].to_f64(),
-        Slice::I64(v) => v[i].to_f64(),
-        Slice::F16(v) => v[i].to_f64(),
-        Slice::BF16(v) => v[i].to_f64(),
-        Slice::F32(v) => v[i].to_f64(),
-        Slice::F64(v) => v[i].to_f64(),
-    })
-}
-
-/// Class index `i` of a single-label target tensor, read on the host (only to report an error).
-fn class_value(s: &CudaStorage, l: &Layout, i: usize) -> Result<i64> {
-    let host = s.to_cpu_storage()?;
-    Ok(match kernel::slice(&host, l, "single-label ASL targets")? {
-        Slice::U8(v) => v[i] as i64,
-        Slice::U32(v) => v[i] as i64,
-        Slice::I64(v) => v[i],
-        _ => {
-            return Err(candle_core::Error::msg(
-                "single-label ASL: non-integer class indices",
-            ))
-        }
-    })
-}
-
 /// A loss kernel's launch and what follows it (see [`LossPlan`]), with the losses in `F`,
 /// the plan's compute dtype: the loss (the per-item losses, or the partials summed into one
 /// value), the gradient when `want_grad`, and the first bad target's index.
@@ -287,7 +261,7 @@ fn forward_in<F: DeviceRepr + CudaDType>(
 
 /// [`forward_in`] in the plan's compute dtype; the loss as a storage.
 #[allow(clippy::type_complexity)]
-fn forward(
+fn launch_loss(
     p: &LossPlan,
     want_grad: bool,
     x: (&CudaStorage, &Layout, &'static str),
@@ -306,11 +280,11 @@ fn forward(
     })
 }
 
-/// The multi-label forward pass: the loss (scalar, or `[N, C]` for `Reduction::None`) in the
-/// compute dtype, and the gradient when `want_grad` (`[N, C]`, logits dtype, scaled by the
-/// reduction).
-pub(crate) fn multilabel(
-    cfg: &AslConfig,
+/// The forward pass of `loss` (its [`FusedLoss::plan`]): the loss in the compute dtype (a scalar,
+/// or per item for `Reduction::None`, in [`FusedLoss::output_shape`]), and the gradient when
+/// `want_grad` (the logits' shape and dtype, scaled by the reduction).
+pub(crate) fn forward<L: FusedLoss>(
+    loss: &L,
     want_grad: bool,
     s1: &CudaStorage,
     l1: &Layout,
@@ -318,55 +292,17 @@ pub(crate) fn multilabel(
     l2: &Layout,
 ) -> Result<(CudaStorage, Shape, Option<CudaStorage>)> {
     let (rows, cols) = l1.shape().dims2()?;
-    let p = LossPlan::multilabel(cfg, s1.dtype(), s2.dtype(), rows, cols)?;
-    let x = (s1, l1, "ASL logits");
-    let y = (s2, l2, "ASL targets");
-    let shape = if cfg.reduction == Reduction::None {
-        Shape::from((rows, cols))
-    } else {
-        Shape::from(())
-    };
-    let (out, grad, bad) = forward(&p, want_grad, x, y)?;
+    let p = loss.plan(s1.dtype(), s2.dtype(), rows, cols)?;
+    let x = (s1, l1, L::LOGITS);
+    let t = (s2, l2, L::TARGETS);
+    let (out, grad, bad) = launch_loss(&p, want_grad, x, t)?;
     if let Some(i) = bad {
-        return Err(AslError::TargetOutOfRange {
-            row: i / cols,
-            col: i % cols,
-            value: target_value(s2, l2, i)?,
-        }
-        .into());
+        // Only to report the error: the targets on the host.
+        let host = s2.to_cpu_storage()?;
+        let targets = dispatch::slice(&host, l2, L::TARGETS)?;
+        return Err(loss.target_error(targets, i, cols)?.into());
     }
-    Ok((out, shape, grad))
-}
-
-/// The single-label forward pass: the loss (scalar, or `[N]` for `Reduction::None`) in the
-/// compute dtype, and the gradient when `want_grad` (`[N, K]`, logits dtype, scaled).
-pub(crate) fn single_label(
-    cfg: &SingleLabelConfig,
-    want_grad: bool,
-    s1: &CudaStorage,
-    l1: &Layout,
-    s2: &CudaStorage,
-    l2: &Layout,
-) -> Result<(CudaStorage, Shape, Option<CudaStorage>)> {
-    let (rows, k) = l1.shape().dims2()?;
-    let p = LossPlan::single_label(cfg, s1.dtype(), s2.dtype(), rows, k)?;
-    let x = (s1, l1, "single-label ASL logits");
-    let t = (s2, l2, "single-label ASL targets (class indices)");
-    let shape = if cfg.reduction == Reduction::None {
-        Shape::from(rows)
-    } else {
-        Shape::from(())
-    };
-    let (out, grad, bad) = forward(&p, want_grad, x, t)?;
-    if let Some(row) = bad {
-        return Err(AslError::ClassIndexOutOfRange {
-            row,
-            value: class_value(s2, l2, row)?,
-            num_classes: k,
-        }
-        .into());
-    }
-    Ok((out, shape, grad))
+    Ok((out, loss.output_shape(rows, cols), grad))
 }
 
 /// Chains the upstream gradient `grad_res` into the cached gradient `g` (on the GPU, logits
@@ -375,12 +311,12 @@ pub(crate) fn single_label(
 /// (`up` of shape `[N, C]`, or `[N]` for the single-label loss).
 pub(crate) fn chain_upstream(
     mut g: CudaStorage,
-    reduction: crate::Reduction,
+    reduction: Reduction,
     grad_res: &Tensor,
     logits: &Tensor,
 ) -> Result<Tensor> {
     let up = grad_res
-        .to_dtype(kernel::compute_dtype(logits.dtype()))?
+        .to_dtype(dispatch::compute_dtype(logits.dtype()))?
         .contiguous()?;
     let p = plan::Chain::new(reduction, g.dtype(), logits.dims(), up.dtype(), up.dims())?;
     let dev = g.device.clone();

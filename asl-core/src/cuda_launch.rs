@@ -9,14 +9,16 @@
 //! (kernel names, argument order and types, null pointers, grid sizes, buffer sizes) is tested on
 //! every machine, GPU or not.
 //!
-//! Not a stable API: it is public only for that test.
+//! Not a stable API: the module is private, and public (hidden from the docs) only with the
+//! `launch-plans` feature, which exists for that test (see `Cargo.toml`).
 
 use std::convert::Infallible;
 
 use candle_core::{DType, Result};
 
+use crate::dispatch::compute_dtype;
 use crate::error::AslError;
-use crate::kernel::{self, AslParams, Compute};
+use crate::math::{small_int, AslParams, Compute};
 use crate::{AslConfig, Reduction, SingleLabelConfig};
 
 /// `ASL_ML_THREADS` and `ASL_ML_ELEMS` in `asl.cu` (a test checks they agree): a block of the
@@ -184,7 +186,7 @@ impl LossPlan {
         let blocks = n.div_ceil(ML_TILE);
         let per_item = cfg.reduction == Reduction::None;
         let scale = cfg.reduction.scale(rows, n);
-        let compute = kernel::compute_dtype(logits);
+        let compute = compute_dtype(logits);
         /// `asl_ml_*`'s scalars: the loss's parameters in the compute type, the gradient scale.
         fn scalars<F: Real>(cfg: &AslConfig, scale: f64) -> Vec<Arg<Infallible>> {
             let prm = AslParams::<F>::new(cfg);
@@ -230,15 +232,15 @@ impl LossPlan {
         check_dtype(logits, "single-label ASL logits", LOGITS)?;
         check_dtype(targets, "single-label ASL targets (class indices)", CLASSES)?;
         let scale = cfg.scale(rows);
-        let compute = kernel::compute_dtype(logits);
+        let compute = compute_dtype(logits);
         /// `asl_sl_*`'s scalars: the focusing parameters, the label-smoothed target weights (as
         /// single_label_row computes them) and the gradient scale.
         fn scalars<F: Real>(cfg: &SingleLabelConfig, k: f64, scale: f64) -> Vec<Arg<Infallible>> {
             vec![
                 F::from_f64(cfg.gamma_pos).arg(),
                 F::from_f64(cfg.gamma_neg).arg(),
-                Arg::I32(kernel::small_int(cfg.gamma_pos).unwrap_or(-1)),
-                Arg::I32(kernel::small_int(cfg.gamma_neg).unwrap_or(-1)),
+                Arg::I32(small_int(cfg.gamma_pos).unwrap_or(-1)),
+                Arg::I32(small_int(cfg.gamma_neg).unwrap_or(-1)),
                 F::from_f64(1.0 - cfg.eps + cfg.eps / k).arg(),
                 F::from_f64(cfg.eps / k).arg(),
                 F::from_f64(scale).arg(),

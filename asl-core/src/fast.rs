@@ -2,7 +2,7 @@
 //!
 //! Nearly every element a multi-label loss sees has a hard target (exactly 0 or 1), and the
 //! reference configurations use small integer exponents (0, 1, 2, 4). For those, this module
-//! evaluates the same formula as [`crate::kernel::asl_element`] branch-free over blocks of
+//! evaluates the same formula as [`crate::math::asl_element`] branch-free over blocks of
 //! elements, with its own `exp` and `log` (range reduction plus short polynomials, about 1 ulp),
 //! so that the compiler turns the loops into SIMD code. On x86-64 the block is compiled twice,
 //! for the baseline (SSE2) and for AVX2, and the wider one is chosen at run time.
@@ -13,7 +13,7 @@
 
 use std::sync::OnceLock;
 
-use crate::kernel::AslParams;
+use crate::math::AslParams;
 
 /// Elements per block: large enough for the vector loops, small enough to live in L1.
 pub(crate) const BLOCK: usize = 64;
@@ -92,7 +92,7 @@ fn log1p_reduced(f: f32) -> f32 {
     2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0)))))
 }
 
-/// `log(q)` for `q = 1 - p_m` in [1e-30, 1]: near 1 from `-p_m` (see `kernel::log_one_minus`).
+/// `log(q)` for `q = 1 - p_m` in [1e-30, 1]: near 1 from `-p_m` (see `math::log_one_minus`).
 #[inline(always)]
 fn ln_one_minus(q: f32, p_m: f32) -> f32 {
     let bits = q.to_bits();
@@ -316,7 +316,7 @@ pub(crate) fn block_kernel() -> BlockFn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::asl_element;
+    use crate::math::asl_element;
     use crate::AslConfig;
 
     #[test]

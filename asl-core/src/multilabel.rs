@@ -1,18 +1,20 @@
-//! Multi-label (sigmoid) asymmetric loss: configuration, the fused CPU op with its backward, and
-//! the composed reference built from candle tensor ops.
+//! Multi-label (sigmoid) asymmetric loss: configuration, its fused pass (the CPU kernel over
+//! chunks of elements, and the CUDA launch plan) for the generic op of [`crate::op`], and the
+//! composed reference built from candle tensor ops.
 //!
 //! Paper: Ben-Baruch, Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021
 //! (arXiv 2009.14119), equations (1)-(4). Reference code: Alibaba-MIIL/ASL
 //! `src/loss_functions/losses.py` (`AsymmetricLoss`, `AsymmetricLossOptimized`) and timm
 //! `timm/loss/asymmetric_loss.py`.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
+use candle_core::{DType, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::dispatch::{self, Logit, Slice};
 use crate::error::AslError;
 use crate::fast::{self, BLOCK};
-use crate::kernel::{self, asl_element, AslParams, Compute, Elem, GradCache, Slice, CHUNK};
+use crate::math::{asl_element, AslParams, Compute, Elem, CHUNK};
+use crate::op::{self, FusedLoss, HostPass, Job, Losses};
 
 /// How per-element losses are combined into the value `forward` returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -175,18 +177,7 @@ impl AsymmetricLoss {
     /// only scales it; otherwise nothing per element is allocated.
     pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         check_inputs(&self.cfg, logits, targets)?;
-        let logits = logits.contiguous()?;
-        let targets = targets.contiguous()?;
-        let op = FusedAsl {
-            cfg: self.cfg,
-            want_grad: logits.track_op(),
-            grad: GradCache::default(),
-        };
-        if op.want_grad {
-            logits.apply_op2(&targets, op)
-        } else {
-            logits.apply_op2_no_bwd(&targets, &op)
-        }
+        op::apply(self.cfg, logits, targets)
     }
 
     /// The same loss composed from candle tensor ops, with candle's autograd for the gradient.
@@ -247,7 +238,7 @@ impl AsymmetricLoss {
                 .sum_all()?
                 .affine(r.scale(rows, loss.elem_count()), 0.0)?,
         };
-        loss.to_dtype(kernel::compute_dtype(logits.dtype()))
+        loss.to_dtype(dispatch::compute_dtype(logits.dtype()))
     }
 }
 
@@ -347,24 +338,6 @@ fn check_target_values(targets: &Tensor) -> Result<()> {
     }
 }
 
-/// The fused multi-label ASL as a candle custom op. Inputs: logits, targets (contiguous).
-struct FusedAsl {
-    cfg: AslConfig,
-    /// Whether `cpu_fwd` also writes the gradient (only when the logits are in a graph).
-    want_grad: bool,
-    grad: GradCache,
-}
-
-/// What one pass over the data produced.
-struct Pass<F> {
-    /// Sum of element losses, accumulated in f64 in a fixed order.
-    sum: f64,
-    /// Element losses (only for `Reduction::None`).
-    per_element: Vec<F>,
-    /// `d reduced loss / d logits` (only when asked).
-    grad: Vec<F>,
-}
-
 /// One pass over the data: loss, per-element losses and gradient, rayon-parallel over fixed chunks.
 fn multilabel_pass<F: Compute, L: Elem, T: Elem>(
     x: &[L],
@@ -374,7 +347,7 @@ fn multilabel_pass<F: Compute, L: Elem, T: Elem>(
     per_element: bool,
     want_grad: bool,
     grad_scale: F,
-) -> std::result::Result<Pass<F>, AslError> {
+) -> std::result::Result<HostPass<F>, AslError> {
     let n = x.len();
     let mut grad = if want_grad {
         vec![F::zero(); n]
@@ -407,9 +380,13 @@ fn multilabel_pass<F: Compute, L: Elem, T: Elem>(
             )
         })
         .collect::<std::result::Result<Vec<f64>, AslError>>()?;
-    Ok(Pass {
-        sum: partial_sums.iter().sum(),
-        per_element: per_el,
+    let sum = partial_sums.iter().sum();
+    Ok(HostPass {
+        losses: if per_element {
+            Losses::PerItem(per_el)
+        } else {
+            Losses::Sum(sum)
+        },
         grad,
     })
 }
@@ -520,123 +497,74 @@ fn multilabel_chunk<F: Compute, L: Elem, T: Elem>(
     Ok(acc)
 }
 
-impl FusedAsl {
-    fn run<F: Compute>(
-        &self,
-        x: Slice,
-        y: Slice,
-        dims: (usize, usize),
-    ) -> Result<(CpuStorage, Shape)> {
-        let (rows, cols) = dims;
-        let prm = AslParams::<F>::new(&self.cfg);
-        let scale = self.cfg.reduction.scale(rows, rows * cols);
-        let per_element = self.cfg.reduction == Reduction::None;
-        let gs = F::from_f64(scale);
-        macro_rules! go {
-            ($x:expr) => {
-                match y {
-                    Slice::U8(y) => {
-                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
-                    }
-                    Slice::U32(y) => {
-                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
-                    }
-                    Slice::I64(y) => {
-                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
-                    }
-                    Slice::F16(y) => {
-                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
-                    }
-                    Slice::BF16(y) => {
-                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
-                    }
-                    Slice::F32(y) => {
-                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
-                    }
-                    Slice::F64(y) => {
-                        multilabel_pass($x, y, cols, &prm, per_element, self.want_grad, gs)
-                    }
-                }
+/// The multi-label loss in the fused op.
+impl FusedLoss for AslConfig {
+    const NAME: &'static str = "asymmetric-loss";
+    const LOGITS: &'static str = "ASL logits";
+    const TARGETS: &'static str = "ASL targets";
+
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+
+    fn reduction_scale(&self, rows: usize, cols: usize) -> f64 {
+        self.reduction.scale(rows, rows * cols)
+    }
+
+    fn output_shape(&self, rows: usize, cols: usize) -> Shape {
+        if self.reduction == Reduction::None {
+            Shape::from((rows, cols))
+        } else {
+            Shape::from(())
+        }
+    }
+
+    fn cpu_pass<X: Logit>(&self, x: &[X], t: Slice, job: Job) -> Result<HostPass<X::Compute>> {
+        let prm = AslParams::new(self);
+        let per_element = self.reduction == Reduction::None;
+        let gs = Compute::from_f64(job.scale);
+        macro_rules! pass {
+            ($y:expr) => {
+                multilabel_pass(x, $y, job.cols, &prm, per_element, job.want_grad, gs)
             };
         }
-        let pass: Pass<F> = match x {
-            Slice::F16(x) => go!(x),
-            Slice::BF16(x) => go!(x),
-            Slice::F32(x) => go!(x),
-            Slice::F64(x) => go!(x),
-            _ => unreachable!("logits dtype checked in forward"),
-        }?;
-        if self.want_grad {
-            self.grad.put(pass.grad)?;
-        }
-        if per_element {
-            Ok((F::into_storage(pass.per_element), Shape::from((rows, cols))))
-        } else {
-            let v = F::from_f64(pass.sum * scale);
-            Ok((F::into_storage(vec![v]), Shape::from(())))
-        }
-    }
-}
-
-impl candle_core::CustomOp2 for FusedAsl {
-    fn name(&self) -> &'static str {
-        "asymmetric-loss"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let dims = l1.shape().dims2()?;
-        let x = kernel::slice(s1, l1, "ASL logits")?;
-        let y = kernel::slice(s2, l2, "ASL targets")?;
-        match s1.dtype() {
-            DType::F64 => self.run::<f64>(x, y, dims),
-            _ => self.run::<f32>(x, y, dims),
-        }
+        Ok(match t {
+            Slice::U8(y) => pass!(y),
+            Slice::U32(y) => pass!(y),
+            Slice::I64(y) => pass!(y),
+            Slice::F16(y) => pass!(y),
+            Slice::BF16(y) => pass!(y),
+            Slice::F32(y) => pass!(y),
+            Slice::F64(y) => pass!(y),
+        }?)
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
+    fn plan(
         &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (out, shape, grad) =
-            crate::cuda::multilabel(&self.cfg, self.want_grad, s1, l1, s2, l2)?;
-        if let Some(g) = grad {
-            self.grad.put_cuda(g)?;
-        }
-        Ok((out, shape))
+        logits: DType,
+        targets: DType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<crate::cuda_launch::LossPlan> {
+        crate::cuda_launch::LossPlan::multilabel(self, logits, targets, rows, cols)
     }
 
-    fn bwd(
-        &self,
-        logits: &Tensor,
-        targets: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let cached = match self.grad.take()? {
-            Some(g) => g,
-            None => {
-                // A second backward over the same graph: run the pass again, on the logits'
-                // device.
-                let again = FusedAsl {
-                    cfg: self.cfg,
-                    want_grad: true,
-                    grad: GradCache::default(),
-                };
-                logits.apply_op2_no_bwd(targets, &again)?;
-                again.grad.take_required()?
-            }
+    #[cfg(feature = "cuda")]
+    fn target_error(&self, targets: Slice, i: usize, cols: usize) -> Result<AslError> {
+        let value = match targets {
+            Slice::U8(v) => v[i].to_f64(),
+            Slice::U32(v) => v[i].to_f64(),
+            Slice::I64(v) => v[i].to_f64(),
+            Slice::F16(v) => v[i].to_f64(),
+            Slice::BF16(v) => v[i].to_f64(),
+            Slice::F32(v) => v[i].to_f64(),
+            Slice::F64(v) => v[i].to_f64(),
         };
-        let grad = kernel::chain_upstream(cached, self.cfg.reduction, grad_res, logits)?;
-        Ok((Some(grad), None))
+        Ok(AslError::TargetOutOfRange {
+            row: i / cols,
+            col: i % cols,
+            value,
+        })
     }
 }

@@ -1,16 +1,20 @@
-//! Single-label (softmax) asymmetric loss with label smoothing.
+//! Single-label (softmax) asymmetric loss with label smoothing: configuration, its fused pass
+//! (the CPU row kernel, and the CUDA launch plan) for the generic op of [`crate::op`], and the
+//! composed reference built from candle tensor ops.
 //!
-//! Reference: Alibaba-MIIL/ASL `src/loss_functions/losses.py`, `ASLSingleLabel`
-//! (see `shared/spec/asl-loss.md` section 2). The focal weights are differentiated, as in the
-//! reference.
+//! Reference: Alibaba-MIIL/ASL `src/loss_functions/losses.py`, `ASLSingleLabel`: a softmax over
+//! the `K` classes, the label-smoothed target `one_hot * (1 - eps) + eps / K`, and the focal
+//! weights `(1 - p_target)^gamma_pos` on the target class and `p_k^gamma_neg` on the others. The
+//! focal weights are differentiated, as in the reference.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor};
+use candle_core::{DType, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::dispatch::{self, Logit, Slice};
 use crate::error::AslError;
-use crate::kernel::{self, pow_known, small_int, Compute, Elem, GradCache, Slice, CHUNK};
+use crate::math::{pow_known, small_int, Compute, Elem, CHUNK};
 use crate::multilabel::pow_composed;
+use crate::op::{self, FusedLoss, HostPass, Job, Losses};
 use crate::Reduction;
 
 /// Parameters of the single-label asymmetric loss.
@@ -100,18 +104,7 @@ impl AslSingleLabel {
     /// or i64), by the fused kernel. The result is f32 (f64 for f64 logits).
     pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         check_inputs(&self.cfg, logits, targets)?;
-        let logits = logits.contiguous()?;
-        let targets = targets.contiguous()?;
-        let op = FusedSingleLabel {
-            cfg: self.cfg,
-            want_grad: logits.track_op(),
-            grad: GradCache::default(),
-        };
-        if op.want_grad {
-            logits.apply_op2(&targets, op)
-        } else {
-            logits.apply_op2_no_bwd(&targets, &op)
-        }
+        op::apply(self.cfg, logits, targets)
     }
 
     /// The same loss composed from candle ops (the reference the fused kernel is tested against),
@@ -142,7 +135,7 @@ impl AslSingleLabel {
             Reduction::None => per_sample,
             _ => per_sample.sum_all()?.affine(self.cfg.scale(rows), 0.0)?,
         };
-        loss.to_dtype(kernel::compute_dtype(logits.dtype()))
+        loss.to_dtype(dispatch::compute_dtype(logits.dtype()))
     }
 }
 
@@ -305,12 +298,6 @@ fn single_label_row<F: Compute, L: Elem>(
     loss
 }
 
-struct FusedSingleLabel {
-    cfg: SingleLabelConfig,
-    want_grad: bool,
-    grad: GradCache,
-}
-
 fn single_label_pass<F: Compute, L: Elem, T: ClassIndex>(
     x: &[L],
     t: &[T],
@@ -345,105 +332,72 @@ fn single_label_pass<F: Compute, L: Elem, T: ClassIndex>(
     Ok((per_row, grad))
 }
 
-impl FusedSingleLabel {
-    fn run<F: Compute>(
-        &self,
-        x: Slice,
-        t: Slice,
-        dims: (usize, usize),
-    ) -> Result<(CpuStorage, Shape)> {
-        let (rows, k) = dims;
-        let scale = self.cfg.scale(rows);
-        let gs = F::from_f64(scale);
-        macro_rules! go {
-            ($x:expr) => {
-                match t {
-                    Slice::U8(t) => single_label_pass($x, t, k, &self.cfg, self.want_grad, gs),
-                    Slice::U32(t) => single_label_pass($x, t, k, &self.cfg, self.want_grad, gs),
-                    Slice::I64(t) => single_label_pass($x, t, k, &self.cfg, self.want_grad, gs),
-                    _ => unreachable!("target dtype checked in forward"),
-                }
-            };
-        }
-        let (per_row, grad): (Vec<F>, Vec<F>) = match x {
-            Slice::F16(x) => go!(x),
-            Slice::BF16(x) => go!(x),
-            Slice::F32(x) => go!(x),
-            Slice::F64(x) => go!(x),
-            _ => unreachable!("logits dtype checked in forward"),
-        }?;
-        if self.want_grad {
-            self.grad.put(grad)?;
-        }
-        if self.cfg.reduction == Reduction::None {
-            Ok((F::into_storage(per_row), Shape::from(rows)))
+/// The single-label loss in the fused op.
+impl FusedLoss for SingleLabelConfig {
+    const NAME: &'static str = "asymmetric-loss-single-label";
+    const LOGITS: &'static str = "single-label ASL logits";
+    const TARGETS: &'static str = "single-label ASL targets";
+
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+
+    fn reduction_scale(&self, rows: usize, _cols: usize) -> f64 {
+        self.scale(rows)
+    }
+
+    fn output_shape(&self, rows: usize, _cols: usize) -> Shape {
+        if self.reduction == Reduction::None {
+            Shape::from(rows)
         } else {
-            let total: f64 = per_row.iter().map(|v| v.as_f64()).sum();
-            Ok((
-                F::into_storage(vec![F::from_f64(total * scale)]),
-                Shape::from(()),
-            ))
+            Shape::from(())
         }
     }
-}
 
-impl candle_core::CustomOp2 for FusedSingleLabel {
-    fn name(&self) -> &'static str {
-        "asymmetric-loss-single-label"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let dims = l1.shape().dims2()?;
-        let x = kernel::slice(s1, l1, "single-label ASL logits")?;
-        let t = kernel::slice(s2, l2, "single-label ASL targets")?;
-        match s1.dtype() {
-            DType::F64 => self.run::<f64>(x, t, dims),
-            _ => self.run::<f32>(x, t, dims),
-        }
+    fn cpu_pass<X: Logit>(&self, x: &[X], t: Slice, job: Job) -> Result<HostPass<X::Compute>> {
+        let (k, want_grad) = (job.cols, job.want_grad);
+        let gs: X::Compute = Compute::from_f64(job.scale);
+        let (per_row, grad) = match t {
+            Slice::U8(t) => single_label_pass(x, t, k, self, want_grad, gs),
+            Slice::U32(t) => single_label_pass(x, t, k, self, want_grad, gs),
+            Slice::I64(t) => single_label_pass(x, t, k, self, want_grad, gs),
+            _ => unreachable!("target dtype checked in forward"),
+        }?;
+        let losses = if self.reduction == Reduction::None {
+            Losses::PerItem(per_row)
+        } else {
+            Losses::Sum(per_row.iter().map(|v| v.as_f64()).sum())
+        };
+        Ok(HostPass { losses, grad })
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(
+    fn plan(
         &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (out, shape, grad) =
-            crate::cuda::single_label(&self.cfg, self.want_grad, s1, l1, s2, l2)?;
-        if let Some(g) = grad {
-            self.grad.put_cuda(g)?;
-        }
-        Ok((out, shape))
+        logits: DType,
+        targets: DType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<crate::cuda_launch::LossPlan> {
+        crate::cuda_launch::LossPlan::single_label(self, logits, targets, rows, cols)
     }
 
-    fn bwd(
-        &self,
-        logits: &Tensor,
-        targets: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let cached = match self.grad.take()? {
-            Some(g) => g,
-            None => {
-                let again = FusedSingleLabel {
-                    cfg: self.cfg,
-                    want_grad: true,
-                    grad: GradCache::default(),
-                };
-                logits.apply_op2_no_bwd(targets, &again)?;
-                again.grad.take_required()?
+    #[cfg(feature = "cuda")]
+    fn target_error(&self, targets: Slice, row: usize, cols: usize) -> Result<AslError> {
+        let value = match targets {
+            Slice::U8(v) => v[row] as i64,
+            Slice::U32(v) => v[row] as i64,
+            Slice::I64(v) => v[row],
+            _ => {
+                return Err(candle_core::Error::msg(
+                    "single-label ASL: non-integer class indices",
+                ))
             }
         };
-        let grad = kernel::chain_upstream(cached, self.cfg.reduction, grad_res, logits)?;
-        Ok((Some(grad), None))
+        Ok(AslError::ClassIndexOutOfRange {
+            row,
+            value,
+            num_classes: cols,
+        })
     }
 }

@@ -37,7 +37,7 @@ pub fn geometry() -> Geometry {
 // ---------------------------------------------------------------------------------------------
 // asl_math.cuh, transcribed.
 
-/// `AslPrm<F>` as `cuda.rs` fills it (from `kernel::AslParams::new`).
+/// `AslPrm<F>` as `cuda.rs` fills it (from `math::AslParams::new`).
 #[derive(Clone, Copy, Debug)]
 pub struct Prm<F> {
     pub gamma_pos: F,
