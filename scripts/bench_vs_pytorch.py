@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times asl-rs's fused multi-label ASL against the PyTorch reference loss in one run.
 
-Runs `cargo run --release -p asl-tests --example loss_timing` (the fused kernel and the composed
+Runs `cargo run --release -p asl-core --example loss_timing` (the fused kernel and the composed
 candle-ops reference, forward + backward, medians, with peak extra heap), then times the reference
 loss in PyTorch on the same shapes: timm's `AsymmetricLossMultiLabel` with the ASL reference
 `AsymmetricLoss` defaults (gamma_neg 4, gamma_pos 1, clip 0.05, eps 1e-8, focal weight detached,
@@ -44,7 +44,7 @@ def main():
     args = ap.parse_args()
 
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-    cmd = ["cargo", "run", "--quiet", "--release", "-p", "asl-tests", "--example", "loss_timing",
+    cmd = ["cargo", "run", "--quiet", "--release", "-p", "asl-core", "--example", "loss_timing",
            "--", str(args.reps)] + [f"{n}x{c}" for n, c in SHAPES]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     rust = {tuple(r["shape"]): r for r in map(json.loads, out.strip().splitlines())}

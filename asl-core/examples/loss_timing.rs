@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use asl_core::{AslConfig, AsymmetricLoss};
-use asl_tests::{peak_heap_during, CountingAlloc};
+use asl_test_support::alloc::{peak_heap_during, CountingAlloc};
 use candle_core::{DType, Device, Tensor, Var};
 
 #[global_allocator]

@@ -3,7 +3,7 @@
 
 use asl_core::metrics::{average_precision, average_precision_grouped};
 use asl_core::{MetricAccumulator, MetricsReport};
-use asl_tests::{assert_close, load_fixture, FixtureFile};
+use asl_test_support::fixtures::{assert_close, fixture_path, load_fixture, FixtureFile};
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
@@ -85,7 +85,7 @@ impl Case {
 }
 
 fn cases() -> Vec<Case> {
-    let file: FixtureFile<Case> = load_fixture("metrics.json");
+    let file: FixtureFile<Case> = load_fixture(&fixture_path(env!("CARGO_MANIFEST_DIR"), "metrics.json"));
     assert!(!file.cases.is_empty());
     for c in &file.cases {
         assert_eq!(c.scores.len(), c.labels.len(), "{}", c.name);

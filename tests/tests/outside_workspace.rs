@@ -1,0 +1,126 @@
+//! asl-tresnet as a candle project meets it: a crate outside this workspace, with a path
+//! dependency on asl-tresnet (and candle, which a candle project has), builds the crate's two
+//! examples as its own programs, tags an image by model file and fine-tunes for one epoch on an
+//! in-memory dataset. It builds into this workspace's target folder with this workspace's
+//! lock file and dependency profile, so only the outside crate itself is compiled.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use asl_tresnet::pretrained::weights::save_safetensors;
+use asl_tresnet::pretrained::{Activation, PretrainedCfg, ResizeMode};
+use asl_tresnet::{TResNet, TResNetConfig};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+/// The outside crate: `tag` and `finetune` from asl-tresnet's examples, as binaries.
+fn outside_crate(dir: &Path) {
+    let root = workspace();
+    let manifest = format!(
+        r#"[package]
+name = "outside"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+asl-tresnet = {{ path = {:?} }}
+candle-core = "0.11.1"
+
+# its own workspace, not this one's
+[workspace]
+
+[profile.dev.package."*"]
+opt-level = 2
+"#,
+        root.join("asl-tresnet")
+    );
+    std::fs::create_dir_all(dir.join("src/bin")).expect("src/bin");
+    std::fs::write(dir.join("Cargo.toml"), manifest).expect("Cargo.toml");
+    std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).expect("Cargo.lock");
+    for name in ["tag", "finetune"] {
+        std::fs::copy(
+            root.join(format!("asl-tresnet/examples/{name}.rs")),
+            dir.join(format!("src/bin/{name}.rs")),
+        )
+        .expect("example source");
+    }
+}
+
+/// A random small model in the project's format: 3 classes at 32 px, threshold 0.
+fn small_model(dir: &Path) -> PathBuf {
+    let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.25, false, 3);
+    let vars = VarMap::new();
+    TResNet::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu)).expect("model");
+    let tensors = vars
+        .data()
+        .lock()
+        .expect("vars")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let meta = PretrainedCfg {
+        arch: cfg.name(),
+        num_classes: 3,
+        class_names: vec!["cat".into(), "dog".into(), "bird".into()],
+        input_size: 32,
+        resize: ResizeMode::Squish,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        activation: Activation::Sigmoid,
+        threshold: 0.0,
+        class_thresholds: None,
+        source: "random test weights".into(),
+        license: None,
+    };
+    let path = dir.join("small.safetensors");
+    save_safetensors(&path, &tensors, &meta).expect("write model");
+    path
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_crate_outside_the_workspace_tags_and_fine_tunes_with_asl_tresnet() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let krate = dir.path().join("outside");
+    outside_crate(&krate);
+    let target = workspace().join("target");
+    run(Command::new(env!("CARGO"))
+        .args(["build", "--bins", "--quiet"])
+        .current_dir(&krate)
+        .env("CARGO_TARGET_DIR", &target));
+    let bin = |name: &str| target.join("debug").join(name);
+
+    let model = small_model(dir.path());
+    let image = dir.path().join("photo.png");
+    image::RgbImage::from_fn(50, 40, |x, y| image::Rgb([x as u8 * 5, y as u8 * 6, 90]))
+        .save(&image)
+        .expect("image");
+    let tags = run(Command::new(bin("tag")).arg(&model).arg(&image));
+    for class in ["cat", "dog", "bird"] {
+        assert!(tags.contains(class), "{tags}");
+    }
+
+    let run_dir = dir.path().join("run");
+    let log = run(Command::new(bin("finetune"))
+        .arg(&run_dir)
+        .args(["1", "48"]));
+    assert!(log.contains("epoch 1: loss"), "{log}");
+    assert!(run_dir.join("best.safetensors").exists());
+}
