@@ -1,7 +1,7 @@
 //! The flag groups several subcommands share, flattened into each, and the value enums of every
 //! choice.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use asl_tresnet::images::DEFAULT_MAX_PIXELS;
@@ -184,7 +184,7 @@ pub fn class_list(spec: &str) -> Result<Vec<String>> {
 }
 
 /// A file path that must not exist unless `force`.
-pub fn check_new_file(path: &PathBuf, force: bool) -> Result<()> {
+pub fn check_new_file(path: &Path, force: bool) -> Result<()> {
     if path.exists() && !force {
         bail!("{} exists; pass --force to replace it", path.display());
     }

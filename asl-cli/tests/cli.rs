@@ -144,7 +144,10 @@ fn convert_timm_safetensors_with_class_file() {
     assert_eq!(meta2.class_names, meta.class_names);
     assert_eq!(meta2.source, meta.source);
     assert_eq!(meta2.threshold, 0.8);
-    assert_eq!(meta2.activation, asl_tresnet::pretrained::Activation::Softmax);
+    assert_eq!(
+        meta2.activation,
+        asl_tresnet::pretrained::Activation::Softmax
+    );
     // Wrong class list length, wrong architecture.
     let out = cli(&["convert", i, "-o", o, "--force", "--classes", "coco"]);
     assert!(

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use asl_tresnet::pretrained::Activation;
 use asl_tresnet::pretrained::weights::save_safetensors;
+use asl_tresnet::pretrained::Activation;
 use asl_tresnet::pretrained::{PretrainedCfg, ResizeMode};
 use asl_tresnet::{TResNet, TResNetConfig};
 use candle_core::{DType, Device, Tensor};
@@ -140,7 +140,10 @@ fn models_lists_the_registry() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     let rows = v.as_array().expect("a list");
-    assert_eq!(rows.len(), asl_tresnet::pretrained::registry::REGISTRY.len());
+    assert_eq!(
+        rows.len(),
+        asl_tresnet::pretrained::registry::REGISTRY.len()
+    );
     let coco = rows
         .iter()
         .find(|r| r["name"] == "tresnet_l-coco")

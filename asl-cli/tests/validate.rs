@@ -274,10 +274,11 @@ fn a_model_run_saves_scores_calibrates_and_plots() {
         close(&again[key], &report[key], key);
     }
     // the calibrated copy carries the thresholds, and infer uses them
-    let meta = asl_tresnet::pretrained::weights::load_weights(&calibrated, &candle_core::Device::Cpu)
-        .expect("calibrated model")
-        .metadata
-        .expect("metadata");
+    let meta =
+        asl_tresnet::pretrained::weights::load_weights(&calibrated, &candle_core::Device::Cpu)
+            .expect("calibrated model")
+            .metadata
+            .expect("metadata");
     let thresholds = meta.class_thresholds.expect("thresholds");
     let want: Vec<f64> = cal["per_class"]
         .as_array()
@@ -374,9 +375,9 @@ fn bad_rows_stop_the_run_or_are_skipped() {
 mod common {
     use std::path::{Path, PathBuf};
 
-    use asl_tresnet::pretrained::Activation;
     use asl_tresnet::pretrained::weights::save_safetensors;
-use asl_tresnet::pretrained::{PretrainedCfg, ResizeMode};
+    use asl_tresnet::pretrained::Activation;
+    use asl_tresnet::pretrained::{PretrainedCfg, ResizeMode};
     use asl_tresnet::{TResNet, TResNetConfig};
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};

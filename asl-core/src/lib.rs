@@ -59,8 +59,3 @@ pub use error::AslError;
 pub use metrics::{MetricAccumulator, MetricsReport};
 pub use multilabel::{AslConfig, AsymmetricLoss, Reduction};
 pub use single_label::{AslSingleLabel, SingleLabelConfig};
-
-/// The README's examples, compiled and run as doc tests.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

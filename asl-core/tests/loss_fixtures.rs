@@ -3,7 +3,9 @@
 //! loss in float64).
 
 use asl_core::{AslConfig, AslSingleLabel, AsymmetricLoss, Reduction, SingleLabelConfig};
-use asl_test_support::fixtures::{assert_close, dtype, fixture_path, load_fixture, tensor2, values, FixtureFile};
+use asl_test_support::fixtures::{
+    assert_close, dtype, fixture_path, load_fixture, tensor2, values, FixtureFile,
+};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Deserialize;
 
@@ -92,7 +94,10 @@ fn run_multilabel(case: &MultiCase, path: Path) -> (Vec<f64>, Vec<f64>, DType, D
 
 #[test]
 fn multilabel_fused_matches_reference_fixtures() {
-    let file: FixtureFile<MultiCase> = load_fixture(&fixture_path(env!("CARGO_MANIFEST_DIR"), "loss_multilabel.json"));
+    let file: FixtureFile<MultiCase> = load_fixture(&fixture_path(
+        env!("CARGO_MANIFEST_DIR"),
+        "loss_multilabel.json",
+    ));
     assert!(
         file.cases.len() > 50,
         "fixture has {} cases",
@@ -123,7 +128,10 @@ fn multilabel_fused_matches_reference_fixtures() {
 
 #[test]
 fn multilabel_composed_matches_reference_fixtures() {
-    let file: FixtureFile<MultiCase> = load_fixture(&fixture_path(env!("CARGO_MANIFEST_DIR"), "loss_multilabel.json"));
+    let file: FixtureFile<MultiCase> = load_fixture(&fixture_path(
+        env!("CARGO_MANIFEST_DIR"),
+        "loss_multilabel.json",
+    ));
     for case in &file.cases {
         let dt = dtype(&case.dtype);
         let (loss, grad, _, _) = run_multilabel(case, Path::Composed);
@@ -169,7 +177,10 @@ struct SingleCase {
 
 #[test]
 fn single_label_matches_reference_fixtures() {
-    let file: FixtureFile<SingleCase> = load_fixture(&fixture_path(env!("CARGO_MANIFEST_DIR"), "loss_single_label.json"));
+    let file: FixtureFile<SingleCase> = load_fixture(&fixture_path(
+        env!("CARGO_MANIFEST_DIR"),
+        "loss_single_label.json",
+    ));
     assert!(file.cases.len() >= 15);
     for case in &file.cases {
         let dt = dtype(&case.dtype);

@@ -85,7 +85,8 @@ impl Case {
 }
 
 fn cases() -> Vec<Case> {
-    let file: FixtureFile<Case> = load_fixture(&fixture_path(env!("CARGO_MANIFEST_DIR"), "metrics.json"));
+    let file: FixtureFile<Case> =
+        load_fixture(&fixture_path(env!("CARGO_MANIFEST_DIR"), "metrics.json"));
     assert!(!file.cases.is_empty());
     for c in &file.cases {
         assert_eq!(c.scores.len(), c.labels.len(), "{}", c.name);

@@ -28,12 +28,25 @@ fn main() -> asl_tresnet::Result<()> {
     };
     let mut trainer = Trainer::new(cfg, train.classes().to_vec(), TrainOptions::new(&out))?;
     let mut report = |event: &Event<'_>| -> asl_tresnet::Result<Flow> {
-        let Event::EpochEnded(history) = event else { return Ok(Flow::Continue) };
+        let Event::EpochEnded(history) = event else {
+            return Ok(Flow::Continue);
+        };
         let e = &history[history.len() - 1];
-        println!("epoch {}: loss {:.3}, mAP {:.2}", e.epoch, e.train_loss, e.val_map);
-        Ok(if e.val_map > 90.0 { Flow::Stop } else { Flow::Continue })
+        println!(
+            "epoch {}: loss {:.3}, mAP {:.2}",
+            e.epoch, e.train_loss, e.val_map
+        );
+        Ok(if e.val_map > 90.0 {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
     };
     let summary = trainer.fit(Arc::new(train), Arc::new(val), &mut [&mut report])?;
-    println!("best mAP {:.2}: {}", summary.best_map, summary.best_path.display());
+    println!(
+        "best mAP {:.2}: {}",
+        summary.best_map,
+        summary.best_path.display()
+    );
     Ok(())
 }

@@ -63,3 +63,8 @@ pub use asl_core;
 pub use atomic::{write_atomic, write_atomic_via};
 pub use error::{Error, Result};
 pub use model::{trainable_vars, HeadKind, TResNet, TResNetConfig};
+
+/// The README's Rust examples (the loss, tagging, fine-tuning), compiled as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(all(doctest, feature = "train"))]
+pub struct ReadmeDoctests;

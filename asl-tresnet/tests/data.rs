@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use asl_tresnet::data::{
-    loader, read_dataset, BadRow, DataError, DatasetFormat, Difficult, FileDataset, Loader, ReadOptions,
+    loader, read_dataset, BadRow, DataError, DatasetFormat, Difficult, FileDataset, Loader,
+    ReadOptions,
 };
 use asl_tresnet::pretrained::ResizeMode;
 

@@ -14,7 +14,10 @@ use candle_nn::{VarBuilder, VarMap};
 /// The compiled example `name`, next to this test's binary (`target/<profile>/examples`).
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile folder");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile folder");
     let path = dir.join("examples").join(name);
     assert!(
         path.exists(),
@@ -28,7 +31,11 @@ fn example(name: &str) -> PathBuf {
 fn small_model(dir: &Path) -> PathBuf {
     let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.25, false, 3);
     let vars = VarMap::new();
-    TResNet::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu)).expect("model");
+    TResNet::new(
+        &cfg,
+        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+    )
+    .expect("model");
     let tensors = vars
         .data()
         .lock()
@@ -76,7 +83,10 @@ fn tag_labels_an_image_with_a_model_file() {
     assert!(out.status.success(), "{stderr}");
     // threshold 0: every class is a tag, highest first, with its score
     let line = stdout.lines().next().expect("a line");
-    assert!(line.starts_with(&format!("{}: ", image.display())), "{line}");
+    assert!(
+        line.starts_with(&format!("{}: ", image.display())),
+        "{line}"
+    );
     for class in ["cat", "dog", "bird"] {
         assert!(line.contains(class), "{line}");
     }
@@ -98,8 +108,15 @@ fn finetune_trains_one_epoch_on_an_in_memory_dataset() {
         .output()
         .expect("run finetune");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("epoch 1: loss"), "the callback's line: {stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("epoch 1: loss"),
+        "the callback's line: {stdout}"
+    );
     assert!(stdout.contains("best mAP"), "{stdout}");
     assert!(out_dir.join("best.safetensors").exists());
     assert!(out_dir.join("checkpoint.safetensors").exists());

@@ -305,12 +305,17 @@ fn checkpoints_are_written_atomically() {
     std::fs::write(taken.join("keep"), b"x").expect("keep");
     assert!(save_tensors_atomic(&taken, &t2, HashMap::new()).is_err());
     assert_eq!(std::fs::read(taken.join("keep")).expect("kept"), b"x");
-    assert_eq!(entries(), vec!["ckpt.safetensors".to_string(), "taken.safetensors".to_string()]);
+    assert_eq!(
+        entries(),
+        vec![
+            "ckpt.safetensors".to_string(),
+            "taken.safetensors".to_string()
+        ]
+    );
     save_tensors_atomic(&path, &t2, HashMap::new()).expect("save");
     assert_eq!(entries().len(), 2, "no temporary left");
     assert_ne!(std::fs::read(&path).expect("read"), before);
 }
-
 
 #[test]
 fn callbacks_see_every_event_and_can_stop_the_run_resumably() {
@@ -341,11 +346,22 @@ fn callbacks_see_every_event_and_can_stop_the_run_resumably() {
     let mut trainer =
         Trainer::new(cfg.clone(), train.classes.clone(), TrainOptions::new(&out)).expect("new");
     let (t, v) = (Arc::new(train.clone()), Arc::new(val.clone()));
-    trainer.fit(t.clone(), v.clone(), &mut [&mut record]).expect("fit");
+    trainer
+        .fit(t.clone(), v.clone(), &mut [&mut record])
+        .expect("fit");
     // 48 images in batches of 16: three batches, each a step
     let want = [
-        "start", "batch", "step", "batch", "step", "batch", "step", "validating", "best",
-        "checkpoint", "end",
+        "start",
+        "batch",
+        "step",
+        "batch",
+        "step",
+        "batch",
+        "step",
+        "validating",
+        "best",
+        "checkpoint",
+        "end",
     ];
     assert_eq!(names, want);
     // a callback that stops after the first step: a checkpoint, and the run resumes to the
@@ -357,9 +373,15 @@ fn callbacks_see_every_event_and_can_stop_the_run_resumably() {
             _ => Flow::Continue,
         })
     };
-    let mut first =
-        Trainer::new(cfg.clone(), train.classes.clone(), TrainOptions::new(&stopped)).expect("new");
-    let s = first.fit(t.clone(), v.clone(), &mut [&mut stop]).expect("stopped");
+    let mut first = Trainer::new(
+        cfg.clone(),
+        train.classes.clone(),
+        TrainOptions::new(&stopped),
+    )
+    .expect("new");
+    let s = first
+        .fit(t.clone(), v.clone(), &mut [&mut stop])
+        .expect("stopped");
     assert!(s.interrupted && s.epochs.is_empty());
     assert_eq!(first.steps_done(), 1);
     let mut rest =

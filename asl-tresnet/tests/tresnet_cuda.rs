@@ -12,10 +12,10 @@ use asl_core::{AslConfig, AsymmetricLoss};
 mod common;
 
 use asl_test_support::fixtures::{max_rel_diff, pixels_to_input, values};
-use common::{config_from_metadata, fixture};
 use asl_tresnet::{TResNet, TResNetConfig};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use common::{config_from_metadata, fixture};
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("CUDA device 0")

@@ -5,10 +5,10 @@
 mod common;
 
 use asl_test_support::fixtures::{max_rel_diff, pixels_to_input};
-use common::{config_from_metadata, fixture};
 use asl_tresnet::TResNet;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use common::{config_from_metadata, fixture};
 
 #[test]
 fn small_tresnets_match_timm() {

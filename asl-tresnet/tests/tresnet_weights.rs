@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 mod common;
 
 use asl_test_support::fixtures::{max_rel_diff, pixels_to_input};
-use common::fixture;
 use asl_tresnet::pretrained::convert::original_to_timm;
 use asl_tresnet::pretrained::keys::{check_weights, expected_weights, model_from_tensors};
 use asl_tresnet::pretrained::weights::{load_weights, save_safetensors, SourceFormat};
 use asl_tresnet::pretrained::{PretrainedCfg, ResizeMode};
 use asl_tresnet::{HeadKind, TResNetConfig};
 use candle_core::{Device, Tensor};
+use common::fixture;
 
 /// `name -> shape` from a key list of a published checkpoint (under `tests/fixtures/keys`): lines
 /// `name\t[d, ...]\tdtype` (timm) or `name [d, ...]` (original), `#` comments.
@@ -118,11 +118,7 @@ fn original_pth_converts_to_the_same_model() {
 #[test]
 fn own_format_round_trips_with_metadata() {
     let dev = Device::Cpu;
-    let src = load_weights(
-        &fixture("tresnet/small_basic.weights.safetensors"),
-        &dev,
-    )
-    .unwrap();
+    let src = load_weights(&fixture("tresnet/small_basic.weights.safetensors"), &dev).unwrap();
     assert_eq!(src.format, SourceFormat::TimmSafetensors);
     let meta = PretrainedCfg {
         arch: "custom".into(),
@@ -150,9 +146,8 @@ fn own_format_round_trips_with_metadata() {
     assert_eq!(back.format, SourceFormat::AslSafetensors);
     assert_eq!(back.metadata.as_ref(), Some(&meta));
     let cfg = TResNetConfig::variant([1, 2, 2, 1], 0.125, false, 7);
-    let io =
-        candle_core::safetensors::load(fixture("tresnet/small_basic.io.safetensors"), &dev)
-            .unwrap();
+    let io = candle_core::safetensors::load(fixture("tresnet/small_basic.io.safetensors"), &dev)
+        .unwrap();
     let model = model_from_tensors(&cfg, back.tensors, &dev).unwrap();
     let rel = max_rel_diff(
         &model
@@ -167,12 +162,10 @@ fn own_format_round_trips_with_metadata() {
 #[test]
 fn weights_that_do_not_fit_are_refused_with_their_names() {
     let dev = Device::Cpu;
-    let tensors: HashMap<String, Tensor> = load_weights(
-        &fixture("tresnet/small_basic.weights.safetensors"),
-        &dev,
-    )
-    .unwrap()
-    .tensors;
+    let tensors: HashMap<String, Tensor> =
+        load_weights(&fixture("tresnet/small_basic.weights.safetensors"), &dev)
+            .unwrap()
+            .tensors;
     // Wrong class count: the head is mis-shaped.
     let cfg = TResNetConfig::variant([1, 2, 2, 1], 0.125, false, 80);
     let err = model_from_tensors(&cfg, tensors.clone(), &dev)

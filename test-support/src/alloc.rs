@@ -48,4 +48,3 @@ pub fn peak_heap_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
     let r = f();
     (r, PEAK.load(Ordering::Relaxed).saturating_sub(base))
 }
-

@@ -58,7 +58,11 @@ opt-level = 2
 fn small_model(dir: &Path) -> PathBuf {
     let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.25, false, 3);
     let vars = VarMap::new();
-    TResNet::new(&cfg, VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu)).expect("model");
+    TResNet::new(
+        &cfg,
+        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+    )
+    .expect("model");
     let tensors = vars
         .data()
         .lock()

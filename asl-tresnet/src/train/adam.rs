@@ -24,7 +24,7 @@ impl Adam {
     pub fn new(params: Vec<(String, Var, bool)>, weight_decay: f64) -> Result<Self> {
         let zeros = |p: &[(String, Var, bool)]| -> Result<Vec<Tensor>> {
             p.iter()
-                .map(|(_, v, _)| Ok(v.as_tensor().zeros_like()?))
+                .map(|(_, v, _)| v.as_tensor().zeros_like())
                 .collect()
         };
         Ok(Adam {

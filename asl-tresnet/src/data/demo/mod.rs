@@ -34,10 +34,7 @@ const CSV_HEADER: &str = "image,labels";
 
 /// The embedded files, by their name in `asl-tresnet/data/demo/`.
 pub const EMBEDDED_FILES: [(&str, &[u8]); 6] = [
-    (
-        "train.png",
-        include_bytes!("../../../data/demo/train.png"),
-    ),
+    ("train.png", include_bytes!("../../../data/demo/train.png")),
     (
         "train_labels.csv",
         include_bytes!("../../../data/demo/train_labels.csv"),
@@ -83,7 +80,12 @@ impl DemoSplit {
     /// label rows were edited to the wrong length).
     pub fn to_dataset(&self) -> Result<InMemoryDataset, DataError> {
         let classes = CLASSES.iter().map(|c| c.to_string()).collect();
-        let samples = self.images.iter().cloned().zip(self.labels.iter().cloned()).collect();
+        let samples = self
+            .images
+            .iter()
+            .cloned()
+            .zip(self.labels.iter().cloned())
+            .collect();
         InMemoryDataset::new(classes, samples)
     }
 

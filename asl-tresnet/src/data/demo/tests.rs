@@ -197,8 +197,7 @@ fn write_split_reads_back_with_the_dataset_reader() {
     let dir = tempfile::tempdir().unwrap();
     let split = &data().val;
     let csv = write_split(split, dir.path()).unwrap();
-    let ds =
-        crate::data::read_dataset(&csv, &crate::data::ReadOptions::default()).unwrap();
+    let ds = crate::data::read_dataset(&csv, &crate::data::ReadOptions::default()).unwrap();
     assert_eq!(ds.format, crate::data::DatasetFormat::Csv);
     assert!(ds.skipped.is_empty(), "{:?}", ds.skipped);
     assert_eq!(ds.classes, CLASSES.map(String::from));
