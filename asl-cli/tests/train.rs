@@ -79,6 +79,19 @@ fn train_and_demo_commands_end_to_end() {
         "json",
     ]);
     assert!(o.status.success(), "{}", text(&o).1);
+    // the model (a custom architecture, named in its metadata) starts another run without
+    // --arch, and converts again (its metadata updated)
+    let best = p(&out.join("best.safetensors"));
+    let mut again: Vec<&str> = args[..args.len() - 2].to_vec();
+    again.retain(|a| *a != "--arch" && *a != ARCH);
+    let second = p(&dir.path().join("second"));
+    again.extend(["--pretrained", &best, "--out", &second]);
+    let o = cli(&again);
+    assert!(o.status.success(), "train --pretrained: {}", text(&o).1);
+    let converted = p(&dir.path().join("converted.safetensors"));
+    let o = cli(&["convert", &best, "-o", &converted, "--threshold", "0.3"]);
+    assert!(o.status.success(), "convert: {}", text(&o).1);
+    assert!(text(&o).0.contains(ARCH), "{}", text(&o).0);
     // the finished run resumes to nothing new; other options are refused
     let mut resume: Vec<&str> = args[..args.len() - 2].to_vec();
     let run = p(&out);

@@ -128,3 +128,76 @@ fn a_crate_outside_the_workspace_tags_and_fine_tunes_with_asl_tresnet() {
     assert!(log.contains("epoch 1: loss"), "{log}");
     assert!(run_dir.join("best.safetensors").exists());
 }
+
+#[test]
+fn without_default_features_asl_tresnet_has_no_image_http_or_hub_crates() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "asl-tresnet",
+            "--no-default-features",
+            "-e",
+            "normal",
+        ])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .current_dir(workspace())
+        .output()
+        .expect("cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let crates: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        crates.contains(&"asl-tresnet") && crates.contains(&"candle-core"),
+        "{tree}"
+    );
+    for heavy in [
+        "image",
+        "png",
+        "zune-jpeg",
+        "gif",
+        "tiff",
+        "image-webp",
+        "hf-hub",
+        "ureq",
+        "rustls",
+        "http",
+        "sha2",
+        "roxmltree",
+    ] {
+        assert!(
+            !crates.contains(&heavy),
+            "{heavy} in the tree without default features"
+        );
+    }
+    // and with them, the hub client and the decoders are there
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "asl-tresnet",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .current_dir(workspace())
+        .output()
+        .expect("cargo tree");
+    let tree = String::from_utf8_lossy(&out.stdout);
+    for wanted in ["image", "hf-hub", "roxmltree"] {
+        assert!(
+            tree.lines().any(|l| l.starts_with(&format!("{wanted} "))),
+            "{wanted}"
+        );
+    }
+}

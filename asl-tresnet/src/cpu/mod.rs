@@ -9,7 +9,7 @@
 //! - [`primitives`], [`winograd`], [`buffers`]: what both are built of.
 //!
 //! Activations are channel-major, `[C, N, H, W]`, for a whole pass. Nothing here knows candle
-//! modules: the model (`crate::model`) hands each engine its weights as tensors, and the
+//! modules: the model hands each engine its weights as tensors, and the
 //! engines return tensors. The model chooses an engine for f32 weights on the CPU and uses
 //! candle's ops otherwise; the parity tests compare the two.
 

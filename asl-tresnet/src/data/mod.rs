@@ -51,7 +51,7 @@
 //! [`ReadOptions::skip_bad`], which drops them into [`FileDataset::skipped`]. An image whose header
 //! reads fine can still fail to decode: the [`Loader`] reports those per batch.
 //!
-//! Not for: augmentation (`crate::augment`) or shuffling policy (the trainer's).
+//! Not for: augmentation or shuffling policy (the trainer's).
 
 mod coco;
 pub mod demo;

@@ -19,7 +19,7 @@
 //!
 //! [`PretrainedCfg`]: crate::pretrained::PretrainedCfg
 //!
-//! Not for: augmentation (training transforms live in `crate::augment`) or writing images.
+//! Not for: augmentation (the training transforms are the augment module's) or writing images.
 
 mod decode;
 mod preprocess;

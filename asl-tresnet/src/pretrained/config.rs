@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// The header key that marks a file as the project's own format, and its version.
 pub const FORMAT_KEY: &str = "asl.format";

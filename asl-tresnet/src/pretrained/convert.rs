@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// InPlaceABN multiplies by `|weight| + 1e-5` (original TResNet / ASL checkpoints).
 const INPLACE_ABN_EPS: f32 = 1e-5;

@@ -8,8 +8,8 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
-use crate::error::{Error, Result};
 use crate::model::{HeadKind, TResNet, TResNetConfig};
+use crate::{Error, Result};
 
 /// A `VarBuilder` backend that records the names and shapes a model asks for, allocating
 /// nothing (every tensor is a broadcast zero).

@@ -30,8 +30,8 @@ use super::hub::HubConfig;
 use super::keys::{config_for_tensors, model_from_tensors};
 use super::source::{locate, ModelSource};
 use super::weights::{load_weights, LoadedWeights, SourceFormat};
-use crate::error::{Error, Result};
 use crate::model::{TResNet, TResNetConfig, MIN_INPUT_SIDE};
+use crate::{Error, Result};
 
 /// The architecture and full configuration of loaded weights: `explicit` first, then the file's
 /// metadata, then `hints` (what the source says), then names stored in a `.pth`, then the ASL

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::config::CfgOverrides;
 use super::hub::{HubConfig, HubError};
 use super::registry::Pretrained;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 fn unknown(msg: String) -> Error {
     Error::UnknownModel(msg)

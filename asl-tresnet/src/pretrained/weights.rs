@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use super::config::PretrainedCfg;
 use super::convert::{convert_original, read_pth};
 use crate::atomic::write_atomic_via;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Where a weight file came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

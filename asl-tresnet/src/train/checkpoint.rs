@@ -12,8 +12,8 @@ use super::adam::Adam;
 use super::config::TrainConfig;
 use super::ema::Ema;
 use super::events::EpochLog;
-use crate::error::{Error, Result};
 use crate::pretrained::weights::{load_tensors_with_header, save_tensors_atomic};
+use crate::{Error, Result};
 
 /// Saved with every checkpoint.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

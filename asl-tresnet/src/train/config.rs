@@ -8,8 +8,8 @@ use asl_core::AslConfig;
 use candle_core::{DType, Device};
 
 use crate::augment::AugmentConfig;
-use crate::error::{Error, Result};
 use crate::model::{TResNetConfig, MIN_INPUT_SIDE};
+use crate::{Error, Result};
 
 /// Everything that defines a training run (a resumed run must use the same values).
 #[derive(Clone, Debug, PartialEq)]

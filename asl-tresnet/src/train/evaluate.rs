@@ -8,9 +8,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::data::{labels_of, Dataset, Loader};
-use crate::error::{Error, Result};
 use crate::images::Preprocess;
 use crate::model::{TResNet, TResNetConfig};
+use crate::{Error, Result};
 
 /// How validation batches are made.
 pub(crate) struct Validation<'a> {

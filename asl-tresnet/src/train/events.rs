@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::Result;
 
 /// One epoch's log line (`metrics.csv`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -6,7 +6,7 @@ use candle_nn::VarMap;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Every variable of a VarMap, sorted by name.
 pub(crate) fn named_vars(vars: &VarMap) -> Result<Vec<(String, Var)>> {

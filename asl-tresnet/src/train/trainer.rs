@@ -21,12 +21,12 @@ use super::schedule::{ema_decay, one_cycle};
 use super::seeds;
 use crate::augment::augment;
 use crate::data::{labels_of, Batch, Dataset, Loader};
-use crate::error::{Error, Result};
 use crate::images::{resize, to_chw};
 use crate::model::{TResNet, TResNetConfig};
 use crate::pretrained::config::{Activation, PretrainedCfg, ResizeMode, TRESNET_MEAN, TRESNET_STD};
 use crate::pretrained::weights::save_safetensors;
 use crate::pretrained::Backbone;
+use crate::{Error, Result};
 
 /// One optimiser step's outcome.
 #[derive(Clone, Copy, Debug, PartialEq)]
