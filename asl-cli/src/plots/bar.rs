@@ -68,201 +68,27 @@ pub fn bar_chart(
             values.len()
         )
     });
-    let (lo, hi) = axis_range(Some(value_range), values.iter().copied());
-    let th = text_height(TEXT_SCALE);
-    let pitch = i64::from(BAR_PITCH);
-
-    let header = PAD + text_height(TITLE_SCALE) + 12 + note.as_ref().map_or(0, |_| th + 10);
-    let top = header + th + 10;
-    let plot_h = if rows.is_empty() {
-        3 * pitch
-    } else {
-        rows.len() as i64 * pitch + 6
-    };
-    let bottom = top + plot_h;
-    let height = bottom + 10 + th + 12 + th + PAD;
-    let mut img = RgbImage::from_pixel(BAR_W, height as u32, BACKGROUND);
+    let chart = BarChart::new(names, values, value_range, &rows, note.is_some());
+    let mut img = RgbImage::from_pixel(BAR_W, chart.height as u32, BACKGROUND);
     draw_title(&mut img, title);
     if let Some(note) = &note {
         let x = (i64::from(BAR_W) - text_width(note, TEXT_SCALE)) / 2;
-        draw_text(
-            &mut img,
-            note,
-            x,
-            PAD + text_height(TITLE_SCALE) + 12,
-            TEXT_SCALE,
-            MUTED,
-        );
+        let y = PAD + text_height(TITLE_SCALE) + 12;
+        draw_text(&mut img, note, x, y, TEXT_SCALE, MUTED);
     }
-
-    let label = |i: usize| -> String {
-        match names.get(i) {
-            Some(name) if !name.trim().is_empty() => ellipsize(name, MAX_LABEL_CHARS),
-            _ => format!("#{i}"),
-        }
-    };
-    let name_w = rows
-        .iter()
-        .map(|r| match r {
-            Row::Bar(i) => text_width(&label(*i), TEXT_SCALE),
-            Row::Gap(_) => 0,
-        })
-        .max()
-        .unwrap_or(0)
-        .max(text_width("####", TEXT_SCALE));
-    let x_ticks0 = ticks(lo, hi, 8);
-    let decimals = x_ticks0.get(1).zip(x_ticks0.first()).map_or(1, |(b, a)| {
-        let step = b.0 - a.0;
-        if step >= 1.0 || step <= 0.0 {
-            1
-        } else {
-            ((-step.log10().floor()) as usize + 1).min(6)
-        }
-    });
-    let value_text = |v: f64| {
-        if v.is_finite() {
-            format_number(v, decimals, lo.abs().max(hi.abs()))
-        } else {
-            "n/a".to_string()
-        }
-    };
-    let value_w = values
-        .iter()
-        .map(|&v| text_width(&value_text(v), TEXT_SCALE))
-        .max()
-        .unwrap_or(0)
-        .max(text_width("n/a", TEXT_SCALE));
-    let left = PAD + name_w + 10;
-    let right = (i64::from(BAR_W) - PAD - value_w - 8).max(left + 100);
-    let xs = Scale {
-        lo,
-        hi,
-        p0: left as f64,
-        p1: (right - 1) as f64,
-    };
-    let plot = Rect {
-        x0: left,
-        y0: top,
-        x1: right,
-        y1: bottom,
-    };
-    let inner = plot.inset(1);
-
-    // Stripes, grid, ticks above and below.
-    for k in (1..rows.len()).step_by(2) {
-        let y0 = top + 3 + k as i64 * pitch - (pitch - i64::from(BAR_THICKNESS)) / 2;
-        fill_rect(
-            &mut img,
-            Rect {
-                y0,
-                y1: y0 + pitch,
-                ..inner
-            },
-            STRIPE,
-        );
-    }
-    for (v, label) in fitting_ticks(lo, hi, right - left, true) {
-        let px = xs.map(v).round() as i64;
-        fill_rect(
-            &mut img,
-            Rect {
-                x0: px,
-                x1: px + 1,
-                ..inner
-            },
-            GRID,
-        );
-        for (y0, y1) in [(top - 5, top), (bottom, bottom + 5)] {
-            fill_rect(
-                &mut img,
-                Rect {
-                    x0: px,
-                    y0,
-                    x1: px + 1,
-                    y1,
-                },
-                AXIS,
-            );
-        }
-        let tx = px - text_width(&label, TEXT_SCALE) / 2;
-        draw_text(&mut img, &label, tx, top - 8 - th, TEXT_SCALE, TEXT);
-        draw_text(&mut img, &label, tx, bottom + 8, TEXT_SCALE, TEXT);
-    }
-    let value_label = ellipsize(value_label, chars_fitting(right - left, TEXT_SCALE));
-    let lx = (left + right - text_width(&value_label, TEXT_SCALE)) / 2;
-    draw_text(
-        &mut img,
-        &value_label,
-        lx,
-        bottom + 8 + th + 12,
-        TEXT_SCALE,
-        TEXT,
-    );
-
-    // Bars.
-    let base = xs.map(0f64.clamp(lo, hi)).round() as i64;
+    chart.grid(&mut img, rows.len(), value_label);
     for (k, row) in rows.iter().enumerate() {
-        let ry = top + 3 + k as i64 * pitch;
-        let text_y = ry + (i64::from(BAR_THICKNESS) - th) / 2;
-        match *row {
-            Row::Bar(i) => {
-                let name = label(i);
-                let nx = left - 10 - text_width(&name, TEXT_SCALE);
-                draw_text(&mut img, &name, nx, text_y, TEXT_SCALE, TEXT);
-                let v = values[i];
-                let mut end = base;
-                if v.is_finite() {
-                    end = xs.map(v.clamp(lo, hi)).round() as i64;
-                    let (x0, x1) = if end >= base {
-                        (base, end + 1)
-                    } else {
-                        (end, base + 1)
-                    };
-                    let bar = Rect {
-                        x0,
-                        y0: ry,
-                        x1,
-                        y1: ry + i64::from(BAR_THICKNESS),
-                    };
-                    fill_rect(&mut img, bar.intersect(&inner), BAR);
-                }
-                // The value after the bar, on the row's background (hiding grid lines under it).
-                let text = value_text(v);
-                let tx = end.max(base) + 5;
-                let row_bg = if k % 2 == 1 { STRIPE } else { BACKGROUND };
-                let behind = Rect {
-                    x0: tx - 2,
-                    y0: ry,
-                    x1: tx + text_width(&text, TEXT_SCALE) + 2,
-                    y1: ry + i64::from(BAR_THICKNESS),
-                };
-                fill_rect(&mut img, behind, row_bg);
-                draw_text(&mut img, &text, tx, text_y, TEXT_SCALE, TEXT);
-            }
-            Row::Gap(n) => {
-                let msg = format!("... {n} values not shown ...");
-                let tx = (left + right - text_width(&msg, TEXT_SCALE)) / 2;
-                fill_rect(
-                    &mut img,
-                    Rect {
-                        y0: ry - 3,
-                        y1: ry - 3 + pitch,
-                        ..inner
-                    },
-                    BACKGROUND,
-                );
-                draw_text(&mut img, &msg, tx, text_y, TEXT_SCALE, MUTED);
-            }
-        }
+        chart.row(&mut img, k, row);
     }
+    let (plot, th) = (chart.plot, text_height(TEXT_SCALE));
     if rows.is_empty() {
         let msg = "no data";
-        let tx = (left + right - text_width(msg, TEXT_SCALE)) / 2;
+        let tx = (plot.x0 + plot.x1 - text_width(msg, TEXT_SCALE)) / 2;
         draw_text(
             &mut img,
             msg,
             tx,
-            (top + bottom - th) / 2,
+            (plot.y0 + plot.y1 - th) / 2,
             TEXT_SCALE,
             MUTED,
         );
@@ -270,19 +96,227 @@ pub fn bar_chart(
     // Frame: top, bottom and the bars' axis on the left; open on the right, where the values are.
     for edge in [
         Rect {
-            y1: top + 1,
+            y1: plot.y0 + 1,
             ..plot
         },
         Rect {
-            y0: bottom - 1,
+            y0: plot.y1 - 1,
             ..plot
         },
         Rect {
-            x1: left + 1,
+            x1: plot.x0 + 1,
             ..plot
         },
     ] {
         fill_rect(&mut img, edge, AXIS);
     }
     img
+}
+
+/// A bar chart's layout and what its rows show.
+struct BarChart<'a> {
+    names: &'a [String],
+    values: &'a [f64],
+    /// The value range `(lo, hi)`.
+    range: (f64, f64),
+    /// Decimals of the printed values.
+    decimals: usize,
+    plot: Rect,
+    xs: Scale,
+    height: i64,
+}
+
+impl<'a> BarChart<'a> {
+    fn new(
+        names: &'a [String],
+        values: &'a [f64],
+        value_range: (f64, f64),
+        rows: &[Row],
+        note: bool,
+    ) -> BarChart<'a> {
+        let (lo, hi) = axis_range(Some(value_range), values.iter().copied());
+        let th = text_height(TEXT_SCALE);
+        let pitch = i64::from(BAR_PITCH);
+        let header = PAD + text_height(TITLE_SCALE) + 12 + if note { th + 10 } else { 0 };
+        let top = header + th + 10;
+        let plot_h = if rows.is_empty() {
+            3 * pitch
+        } else {
+            rows.len() as i64 * pitch + 6
+        };
+        let bottom = top + plot_h;
+        let x_ticks0 = ticks(lo, hi, 8);
+        let decimals = x_ticks0.get(1).zip(x_ticks0.first()).map_or(1, |(b, a)| {
+            let step = b.0 - a.0;
+            if step >= 1.0 || step <= 0.0 {
+                1
+            } else {
+                ((-step.log10().floor()) as usize + 1).min(6)
+            }
+        });
+        let mut chart = BarChart {
+            names,
+            values,
+            range: (lo, hi),
+            decimals,
+            plot: Rect {
+                x0: 0,
+                y0: top,
+                x1: 0,
+                y1: bottom,
+            },
+            xs: Scale {
+                lo,
+                hi,
+                p0: 0.0,
+                p1: 0.0,
+            },
+            height: bottom + 10 + th + 12 + th + PAD,
+        };
+        let name_w = rows
+            .iter()
+            .map(|r| match r {
+                Row::Bar(i) => text_width(&chart.label(*i), TEXT_SCALE),
+                Row::Gap(_) => 0,
+            })
+            .max()
+            .unwrap_or(0)
+            .max(text_width("####", TEXT_SCALE));
+        let value_w = values
+            .iter()
+            .map(|&v| text_width(&chart.value_text(v), TEXT_SCALE))
+            .max()
+            .unwrap_or(0)
+            .max(text_width("n/a", TEXT_SCALE));
+        let left = PAD + name_w + 10;
+        let right = (i64::from(BAR_W) - PAD - value_w - 8).max(left + 100);
+        (chart.plot.x0, chart.plot.x1) = (left, right);
+        (chart.xs.p0, chart.xs.p1) = (left as f64, (right - 1) as f64);
+        chart
+    }
+
+    /// The label of value `i`: its name cut to [`MAX_LABEL_CHARS`], or `#i`.
+    fn label(&self, i: usize) -> String {
+        match self.names.get(i) {
+            Some(name) if !name.trim().is_empty() => ellipsize(name, MAX_LABEL_CHARS),
+            _ => format!("#{i}"),
+        }
+    }
+
+    fn value_text(&self, v: f64) -> String {
+        let (lo, hi) = self.range;
+        if v.is_finite() {
+            format_number(v, self.decimals, lo.abs().max(hi.abs()))
+        } else {
+            "n/a".to_string()
+        }
+    }
+
+    /// Stripes, grid, ticks above and below, the value label.
+    fn grid(&self, img: &mut RgbImage, rows: usize, value_label: &str) {
+        let (plot, inner, th) = (self.plot, self.plot.inset(1), text_height(TEXT_SCALE));
+        let pitch = i64::from(BAR_PITCH);
+        for k in (1..rows).step_by(2) {
+            let y0 = plot.y0 + 3 + k as i64 * pitch - (pitch - i64::from(BAR_THICKNESS)) / 2;
+            let stripe = Rect {
+                y0,
+                y1: y0 + pitch,
+                ..inner
+            };
+            fill_rect(img, stripe, STRIPE);
+        }
+        let (lo, hi) = self.range;
+        for (v, label) in fitting_ticks(lo, hi, plot.x1 - plot.x0, true) {
+            let px = self.xs.map(v).round() as i64;
+            let line = Rect {
+                x0: px,
+                x1: px + 1,
+                ..inner
+            };
+            fill_rect(img, line, GRID);
+            for (y0, y1) in [(plot.y0 - 5, plot.y0), (plot.y1, plot.y1 + 5)] {
+                let tick = Rect {
+                    x0: px,
+                    y0,
+                    x1: px + 1,
+                    y1,
+                };
+                fill_rect(img, tick, AXIS);
+            }
+            let tx = px - text_width(&label, TEXT_SCALE) / 2;
+            draw_text(img, &label, tx, plot.y0 - 8 - th, TEXT_SCALE, TEXT);
+            draw_text(img, &label, tx, plot.y1 + 8, TEXT_SCALE, TEXT);
+        }
+        let value_label = ellipsize(value_label, chars_fitting(plot.x1 - plot.x0, TEXT_SCALE));
+        let lx = (plot.x0 + plot.x1 - text_width(&value_label, TEXT_SCALE)) / 2;
+        draw_text(
+            img,
+            &value_label,
+            lx,
+            plot.y1 + 8 + th + 12,
+            TEXT_SCALE,
+            TEXT,
+        );
+    }
+
+    /// Row `k`: a bar with its name and value, or the note of a gap.
+    fn row(&self, img: &mut RgbImage, k: usize, row: &Row) {
+        let (plot, th) = (self.plot, text_height(TEXT_SCALE));
+        let ry = plot.y0 + 3 + k as i64 * i64::from(BAR_PITCH);
+        let text_y = ry + (i64::from(BAR_THICKNESS) - th) / 2;
+        match *row {
+            Row::Bar(i) => {
+                let name = self.label(i);
+                let nx = plot.x0 - 10 - text_width(&name, TEXT_SCALE);
+                draw_text(img, &name, nx, text_y, TEXT_SCALE, TEXT);
+                self.bar(img, k, i, ry, text_y);
+            }
+            Row::Gap(n) => {
+                let msg = format!("... {n} values not shown ...");
+                let tx = (plot.x0 + plot.x1 - text_width(&msg, TEXT_SCALE)) / 2;
+                let blank = Rect {
+                    y0: ry - 3,
+                    y1: ry - 3 + i64::from(BAR_PITCH),
+                    ..plot.inset(1)
+                };
+                fill_rect(img, blank, BACKGROUND);
+                draw_text(img, &msg, tx, text_y, TEXT_SCALE, MUTED);
+            }
+        }
+    }
+
+    /// The bar of value `i` in row `k` (top `ry`), and the value printed after it.
+    fn bar(&self, img: &mut RgbImage, k: usize, i: usize, ry: i64, text_y: i64) {
+        let (lo, hi) = self.range;
+        let base = self.xs.map(0f64.clamp(lo, hi)).round() as i64;
+        let v = self.values[i];
+        let mut end = base;
+        if v.is_finite() {
+            end = self.xs.map(v.clamp(lo, hi)).round() as i64;
+            let (x0, x1) = if end >= base {
+                (base, end + 1)
+            } else {
+                (end, base + 1)
+            };
+            let bar = Rect {
+                x0,
+                y0: ry,
+                x1,
+                y1: ry + i64::from(BAR_THICKNESS),
+            };
+            fill_rect(img, bar.intersect(&self.plot.inset(1)), BAR);
+        }
+        // The value after the bar, on the row's background (hiding grid lines under it).
+        let text = self.value_text(v);
+        let tx = end.max(base) + 5;
+        let row_bg = if k % 2 == 1 { STRIPE } else { BACKGROUND };
+        let behind = Rect {
+            x0: tx - 2,
+            y0: ry,
+            x1: tx + text_width(&text, TEXT_SCALE) + 2,
+            y1: ry + i64::from(BAR_THICKNESS),
+        };
+        fill_rect(img, behind, row_bg);
+        draw_text(img, &text, tx, text_y, TEXT_SCALE, TEXT);
+    }
 }

@@ -29,118 +29,138 @@ pub fn line_chart(
 ) -> RgbImage {
     let mut img = RgbImage::from_pixel(LINE_W, LINE_H, BACKGROUND);
     let all = || series.iter().flat_map(|s| s.points.iter());
-    let (x0, x1) = axis_range(x_range, all().map(|p| p.0));
-    let (y0, y1) = axis_range(y_range, all().map(|p| p.1));
-
+    let x = axis_range(x_range, all().map(|p| p.0));
+    let y = axis_range(y_range, all().map(|p| p.1));
     let title_bottom = draw_title(&mut img, title);
-    let th = text_height(TEXT_SCALE);
-    let top = title_bottom + 20;
-    let bottom = i64::from(LINE_H) - PAD - th - 12 - th - 8;
-    let y_ticks = fitting_ticks(y0, y1, bottom - top, false);
-    let tick_w = y_ticks
-        .iter()
-        .map(|(_, s)| text_width(s, TEXT_SCALE))
-        .max()
-        .unwrap_or(0);
-    let left = PAD + th + 12 + tick_w + 8;
-    let right = i64::from(LINE_W) - PAD - 14;
-    let plot = Rect {
-        x0: left,
-        y0: top,
-        x1: right,
-        y1: bottom,
-    };
-    let inner = plot.inset(1);
-    // The data range sits a few pixels inside the frame, so that a line along the range's edge
-    // (precision 1, say) is not hidden under it.
-    let margin = 6.0;
-    let xs = Scale {
-        lo: x0,
-        hi: x1,
-        p0: left as f64 + margin,
-        p1: (right - 1) as f64 - margin,
-    };
-    let ys = Scale {
-        lo: y0,
-        hi: y1,
-        p0: (bottom - 1) as f64 - margin,
-        p1: top as f64 + margin,
-    };
-    let x_ticks = fitting_ticks(x0, x1, right - left, true);
+    let layout = Layout::new(title_bottom, x, y);
+    layout.grid(&mut img);
+    layout.axis_labels(&mut img, x_label, y_label);
+    let any_point = series.iter().enumerate().fold(false, |any, (i, s)| {
+        layout.series(&mut img, s, series_colour(i)) || any
+    });
+    if !any_point {
+        let (plot, th) = (&layout.plot, text_height(TEXT_SCALE));
+        let msg = "no data";
+        let tx = (plot.x0 + plot.x1 - text_width(msg, TEXT_SCALE)) / 2;
+        let ty = (plot.y0 + plot.y1 - th) / 2;
+        draw_text(&mut img, msg, tx, ty, TEXT_SCALE, MUTED);
+    }
+    if !series.is_empty() {
+        draw_legend(&mut img, &layout.plot.inset(1), series);
+    }
+    img
+}
 
-    // Grid, tick labels, frame.
-    for (v, label) in &y_ticks {
-        let py = ys.map(*v).round() as i64;
-        fill_rect(
-            &mut img,
-            Rect {
+/// Where a line chart's parts go: the plot frame, the data-to-pixel scales, the ticks.
+struct Layout {
+    plot: Rect,
+    xs: Scale,
+    ys: Scale,
+    x_ticks: Vec<(f64, String)>,
+    y_ticks: Vec<(f64, String)>,
+}
+
+impl Layout {
+    /// The layout under a title ending at `title_bottom`, for data ranges `x` and `y`.
+    fn new(title_bottom: i64, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> Layout {
+        let th = text_height(TEXT_SCALE);
+        let top = title_bottom + 20;
+        let bottom = i64::from(LINE_H) - PAD - th - 12 - th - 8;
+        let y_ticks = fitting_ticks(y0, y1, bottom - top, false);
+        let tick_w = y_ticks
+            .iter()
+            .map(|(_, s)| text_width(s, TEXT_SCALE))
+            .max()
+            .unwrap_or(0);
+        let left = PAD + th + 12 + tick_w + 8;
+        let right = i64::from(LINE_W) - PAD - 14;
+        // The data range sits a few pixels inside the frame, so that a line along the range's
+        // edge (precision 1, say) is not hidden under it.
+        let margin = 6.0;
+        Layout {
+            plot: Rect {
+                x0: left,
+                y0: top,
+                x1: right,
+                y1: bottom,
+            },
+            xs: Scale {
+                lo: x0,
+                hi: x1,
+                p0: left as f64 + margin,
+                p1: (right - 1) as f64 - margin,
+            },
+            ys: Scale {
+                lo: y0,
+                hi: y1,
+                p0: (bottom - 1) as f64 - margin,
+                p1: top as f64 + margin,
+            },
+            x_ticks: fitting_ticks(x0, x1, right - left, true),
+            y_ticks,
+        }
+    }
+
+    /// Grid lines, ticks and their labels, the frame.
+    fn grid(&self, img: &mut RgbImage) {
+        let (plot, inner, th) = (self.plot, self.plot.inset(1), text_height(TEXT_SCALE));
+        for (v, label) in &self.y_ticks {
+            let py = self.ys.map(*v).round() as i64;
+            let line = Rect {
                 y0: py,
                 y1: py + 1,
                 ..inner
-            },
-            GRID,
-        );
-        fill_rect(
-            &mut img,
-            Rect {
-                x0: left - 5,
+            };
+            fill_rect(img, line, GRID);
+            let tick = Rect {
+                x0: plot.x0 - 5,
                 y0: py,
-                x1: left,
+                x1: plot.x0,
                 y1: py + 1,
-            },
-            AXIS,
-        );
-        let tx = left - 8 - text_width(label, TEXT_SCALE);
-        draw_text(&mut img, label, tx, py - th / 2, TEXT_SCALE, TEXT);
-    }
-    for (v, label) in &x_ticks {
-        let px = xs.map(*v).round() as i64;
-        fill_rect(
-            &mut img,
-            Rect {
+            };
+            fill_rect(img, tick, AXIS);
+            let tx = plot.x0 - 8 - text_width(label, TEXT_SCALE);
+            draw_text(img, label, tx, py - th / 2, TEXT_SCALE, TEXT);
+        }
+        for (v, label) in &self.x_ticks {
+            let px = self.xs.map(*v).round() as i64;
+            let line = Rect {
                 x0: px,
                 x1: px + 1,
                 ..inner
-            },
-            GRID,
-        );
-        fill_rect(
-            &mut img,
-            Rect {
+            };
+            fill_rect(img, line, GRID);
+            let tick = Rect {
                 x0: px,
-                y0: bottom,
+                y0: plot.y1,
                 x1: px + 1,
-                y1: bottom + 5,
-            },
-            AXIS,
-        );
-        let tx = px - text_width(label, TEXT_SCALE) / 2;
-        draw_text(&mut img, label, tx, bottom + 8, TEXT_SCALE, TEXT);
+                y1: plot.y1 + 5,
+            };
+            fill_rect(img, tick, AXIS);
+            let tx = px - text_width(label, TEXT_SCALE) / 2;
+            draw_text(img, label, tx, plot.y1 + 8, TEXT_SCALE, TEXT);
+        }
+        stroke_rect(img, plot, AXIS);
     }
-    stroke_rect(&mut img, plot, AXIS);
 
-    // Axis labels.
-    let x_label = ellipsize(x_label, chars_fitting(right - left, TEXT_SCALE));
-    let lx = (left + right - text_width(&x_label, TEXT_SCALE)) / 2;
-    draw_text(
-        &mut img,
-        &x_label,
-        lx,
-        bottom + 8 + th + 12,
-        TEXT_SCALE,
-        TEXT,
-    );
-    let y_label = ellipsize(y_label, chars_fitting(bottom - top, TEXT_SCALE));
-    let ly = (top + bottom - text_width(&y_label, TEXT_SCALE)) / 2;
-    draw_text_up(&mut img, &y_label, PAD, ly, TEXT_SCALE, TEXT);
+    /// `x_label` under the x axis, `y_label` turned along the y axis.
+    fn axis_labels(&self, img: &mut RgbImage, x_label: &str, y_label: &str) {
+        let (p, th) = (self.plot, text_height(TEXT_SCALE));
+        let x_label = ellipsize(x_label, chars_fitting(p.x1 - p.x0, TEXT_SCALE));
+        let lx = (p.x0 + p.x1 - text_width(&x_label, TEXT_SCALE)) / 2;
+        draw_text(img, &x_label, lx, p.y1 + 8 + th + 12, TEXT_SCALE, TEXT);
+        let y_label = ellipsize(y_label, chars_fitting(p.y1 - p.y0, TEXT_SCALE));
+        let ly = (p.y0 + p.y1 - text_width(&y_label, TEXT_SCALE)) / 2;
+        draw_text_up(img, &y_label, PAD, ly, TEXT_SCALE, TEXT);
+    }
 
-    // Data.
-    let mut any_point = false;
-    for (i, s) in series.iter().enumerate() {
-        let colour = series_colour(i);
+    /// One series' lines and markers; whether it had a finite point.
+    fn series(&self, img: &mut RgbImage, s: &Series, colour: Rgb<u8>) -> bool {
+        let inner = self.plot.inset(1);
         let finite = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite();
-        let to_px = |p: &(f64, f64)| (xs.map(p.0), ys.map(p.1));
+        let to_px = |p: &(f64, f64)| (self.xs.map(p.0), self.ys.map(p.1));
         let markers = s.points.len() <= 60;
+        let mut any_point = false;
         for (j, p) in s.points.iter().enumerate() {
             if !finite(p) {
                 continue;
@@ -149,7 +169,7 @@ pub fn line_chart(
             let a = to_px(p);
             let next = s.points.get(j + 1).filter(|q| finite(q));
             if let Some(q) = next {
-                draw_line(&mut img, &inner, a, to_px(q), 2, colour);
+                draw_line(img, &inner, a, to_px(q), 2, colour);
             }
             let prev = j
                 .checked_sub(1)
@@ -159,28 +179,13 @@ pub fn line_chart(
                 let (cx, cy) = (a.0.round() as i64, a.1.round() as i64);
                 for dy in -2..=2 {
                     for dx in -2..=2 {
-                        put(&mut img, &inner, cx + dx, cy + dy, colour);
+                        put(img, &inner, cx + dx, cy + dy, colour);
                     }
                 }
             }
         }
+        any_point
     }
-    if !any_point {
-        let msg = "no data";
-        let tx = (left + right - text_width(msg, TEXT_SCALE)) / 2;
-        draw_text(
-            &mut img,
-            msg,
-            tx,
-            (top + bottom - th) / 2,
-            TEXT_SCALE,
-            MUTED,
-        );
-    }
-    if !series.is_empty() {
-        draw_legend(&mut img, &inner, series);
-    }
-    img
 }
 
 /// The legend: one row per series (colour swatch and name), as many as fit, then "+N more";
