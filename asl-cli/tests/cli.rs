@@ -1,15 +1,14 @@
 //! The binary: help, unknown commands refused clearly, and `convert` end to end on a full-size
 //! random tresnet_m in timm naming and on the small original-naming fixture.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+use asl_test_support::models::random_weights;
 use asl_tresnet::pretrained::weights::{load_weights, SourceFormat};
 use asl_tresnet::pretrained::ResizeMode;
-use asl_tresnet::{TResNet, TResNetConfig};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use asl_tresnet::TResNetConfig;
+use candle_core::Device;
 
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_asl-cli"))
@@ -78,19 +77,7 @@ fn version() {
 fn convert_timm_safetensors_with_class_file() {
     let dir = temp_dir("convert");
     // A full-size tresnet_m with 3 classes and random weights, saved as timm would.
-    let vars = VarMap::new();
-    TResNet::new(
-        &TResNetConfig::tresnet_m(3),
-        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-    )
-    .expect("model");
-    let tensors: HashMap<String, Tensor> = vars
-        .data()
-        .lock()
-        .expect("vars")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let tensors = random_weights(&TResNetConfig::tresnet_m(3));
     let input = dir.join("model.safetensors");
     candle_core::safetensors::save(&tensors, &input).expect("save");
     let classes = dir.join("classes.txt");

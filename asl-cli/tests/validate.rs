@@ -375,44 +375,15 @@ fn bad_rows_stop_the_run_or_are_skipped() {
 mod common {
     use std::path::{Path, PathBuf};
 
-    use asl_tresnet::pretrained::weights::save_safetensors;
-    use asl_tresnet::pretrained::Activation;
-    use asl_tresnet::pretrained::{PretrainedCfg, ResizeMode};
-    use asl_tresnet::{TResNet, TResNetConfig};
-    use candle_core::{DType, Device};
-    use candle_nn::{VarBuilder, VarMap};
+    use asl_test_support::models::{multilabel_cfg, write_model};
+    use asl_tresnet::TResNetConfig;
 
     /// A random tresnet_m over cat, dog and "bird, flying" at 32 px.
     pub fn asl_model(dir: &Path) -> PathBuf {
-        let vars = VarMap::new();
-        TResNet::new(
-            &TResNetConfig::tresnet_m(3),
-            VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-        )
-        .expect("random model");
-        let tensors = vars
-            .data()
-            .lock()
-            .expect("vars")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
-        let meta = PretrainedCfg {
-            arch: "tresnet_m".into(),
-            num_classes: 3,
-            class_names: vec!["cat".into(), "dog".into(), "bird, flying".into()],
-            input_size: 32,
-            resize: ResizeMode::Squish,
-            threshold: 0.7,
-            activation: Activation::Sigmoid,
-            class_thresholds: None,
-            source: "random test weights".into(),
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            license: None,
-        };
+        let cfg = TResNetConfig::tresnet_m(3);
         let path = dir.join("model.safetensors");
-        save_safetensors(&path, &tensors, &meta).expect("write model");
+        let meta = multilabel_cfg(&cfg, &["cat", "dog", "bird, flying"], 32, 0.7);
+        write_model(&path, &cfg, &meta);
         path
     }
 }

@@ -1,14 +1,13 @@
 //! Starting a fine-tune from a pretrained model in one call: the backbone loaded, a new
 //! classifier for the new classes, the pretrained model's preprocessing kept.
 
-use asl_tresnet::pretrained::weights::{load_weights, save_safetensors};
+use asl_test_support::models::{multilabel_cfg, write_model};
+use asl_tresnet::pretrained::weights::load_weights;
 use asl_tresnet::pretrained::{
-    load_backbone, load_for_finetuning, Activation, HubConfig, ModelSource, PretrainedCfg,
-    ResizeMode,
+    load_backbone, load_for_finetuning, HubConfig, ModelSource, PretrainedCfg, ResizeMode,
 };
-use asl_tresnet::{TResNet, TResNetConfig};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use asl_tresnet::TResNetConfig;
+use candle_core::{Device, Tensor};
 
 fn same(a: &Tensor, b: &Tensor) -> bool {
     let v = |t: &Tensor| {
@@ -23,35 +22,15 @@ fn same(a: &Tensor, b: &Tensor) -> bool {
 fn load_for_finetuning_keeps_the_backbone_and_makes_a_new_head() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.25, false, 3);
-    let vars = VarMap::new();
-    TResNet::new(
-        &cfg,
-        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-    )
-    .expect("model");
-    let tensors = vars
-        .data()
-        .lock()
-        .expect("vars")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
     let meta = PretrainedCfg {
-        arch: cfg.name(),
-        num_classes: 3,
-        class_names: vec!["a".into(), "b".into(), "c".into()],
-        input_size: 64,
         resize: ResizeMode::Crop { crop_pct: 0.9 },
         mean: [0.5; 3],
         std: [0.25; 3],
-        activation: Activation::Sigmoid,
-        threshold: 0.5,
-        class_thresholds: None,
-        source: "test".into(),
         license: Some("MIT".into()),
+        ..multilabel_cfg(&cfg, &["a", "b", "c"], 64, 0.5)
     };
     let path = dir.path().join("pretrained.safetensors");
-    save_safetensors(&path, &tensors, &meta).expect("save");
+    write_model(&path, &cfg, &meta);
     let source = ModelSource::File(path.clone());
     let hub = HubConfig::from_env();
 

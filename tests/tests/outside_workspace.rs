@@ -7,11 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use asl_tresnet::pretrained::weights::save_safetensors;
-use asl_tresnet::pretrained::{Activation, PretrainedCfg, ResizeMode};
-use asl_tresnet::{TResNet, TResNetConfig};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use asl_test_support::models::{multilabel_cfg, write_model};
+use asl_tresnet::TResNetConfig;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,37 +52,16 @@ opt-level = 2
 }
 
 /// A random small model in the project's format: 3 classes at 32 px, threshold 0.
+
+/// A random small model in the project's format: 3 classes at 32 px, threshold 0.
 fn small_model(dir: &Path) -> PathBuf {
     let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.25, false, 3);
-    let vars = VarMap::new();
-    TResNet::new(
-        &cfg,
-        VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-    )
-    .expect("model");
-    let tensors = vars
-        .data()
-        .lock()
-        .expect("vars")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    let meta = PretrainedCfg {
-        arch: cfg.name(),
-        num_classes: 3,
-        class_names: vec!["cat".into(), "dog".into(), "bird".into()],
-        input_size: 32,
-        resize: ResizeMode::Squish,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-        activation: Activation::Sigmoid,
-        threshold: 0.0,
-        class_thresholds: None,
-        source: "random test weights".into(),
-        license: None,
-    };
     let path = dir.join("small.safetensors");
-    save_safetensors(&path, &tensors, &meta).expect("write model");
+    write_model(
+        &path,
+        &cfg,
+        &multilabel_cfg(&cfg, &["cat", "dog", "bird"], 32, 0.0),
+    );
     path
 }
 

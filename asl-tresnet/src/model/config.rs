@@ -85,6 +85,13 @@ impl TResNetConfig {
         }
     }
 
+    /// [`Self::from_arch`], an unknown name being [`crate::Error::UnknownArch`].
+    pub fn named(arch: &str, num_classes: usize) -> crate::Result<Self> {
+        Self::from_arch(arch, num_classes).ok_or_else(|| crate::Error::UnknownArch {
+            name: arch.to_string(),
+        })
+    }
+
     /// The architecture's name: timm's for the four published variants, otherwise
     /// `tresnet_custom:L1-L2-L3-L4:WIDTH[:v2]`, which [`Self::from_arch`] reads back.
     pub fn name(&self) -> String {

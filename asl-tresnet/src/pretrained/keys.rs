@@ -202,9 +202,7 @@ pub fn config_for_tensors(
     for name in candidates {
         let cfg = TResNetConfig {
             head,
-            ..TResNetConfig::from_arch(name, num_classes).ok_or_else(|| Error::UnknownArch {
-                name: name.to_string(),
-            })?
+            ..TResNetConfig::named(name, num_classes)?
         };
         let report = check_weights(&cfg, tensors)?;
         if report.is_empty() {

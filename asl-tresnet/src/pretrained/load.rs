@@ -299,11 +299,7 @@ pub fn load_for_finetuning(
     device: &Device,
 ) -> Result<(TResNet, VarMap, PretrainedCfg)> {
     let backbone = load_backbone(source, hub)?;
-    let model_cfg = TResNetConfig::from_arch(&backbone.arch, num_classes).ok_or_else(|| {
-        Error::UnknownArch {
-            name: backbone.arch.clone(),
-        }
-    })?;
+    let model_cfg = TResNetConfig::named(&backbone.arch, num_classes)?;
     let vars = VarMap::new();
     let model = TResNet::new(
         &model_cfg,

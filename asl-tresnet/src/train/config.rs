@@ -107,12 +107,7 @@ impl TrainConfig {
         if let Some(a) = &self.adaptive {
             a.validate().map_err(|e| Error::Config(e.to_string()))?;
         }
-        if TResNetConfig::from_arch(&self.arch, 1).is_none() {
-            return Err(Error::UnknownArch {
-                name: self.arch.clone(),
-            });
-        }
-        Ok(())
+        TResNetConfig::named(&self.arch, 1).map(|_| ())
     }
 
     /// Optimiser steps per epoch over `samples` samples: every `accumulate` batches, and the

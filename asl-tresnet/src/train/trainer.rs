@@ -81,11 +81,7 @@ impl Trainer {
     /// does (drawn from `cfg.seed`), Adam and the EMA model ready. Nothing is written yet.
     pub fn new(cfg: TrainConfig, classes: Vec<String>, opts: TrainOptions) -> Result<Trainer> {
         cfg.validate()?;
-        let model_cfg = TResNetConfig::from_arch(&cfg.arch, classes.len()).ok_or_else(|| {
-            Error::UnknownArch {
-                name: cfg.arch.clone(),
-            }
-        })?;
+        let model_cfg = TResNetConfig::named(&cfg.arch, classes.len())?;
         let vars = VarMap::new();
         let model = TResNet::new(
             &model_cfg,
