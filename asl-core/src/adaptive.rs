@@ -41,6 +41,8 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use crate::error::AslError;
+
 /// The controller's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdaptiveAsymmetry {
@@ -63,8 +65,8 @@ impl AdaptiveAsymmetry {
     }
 
     /// Checks the settings.
-    pub fn validate(&self) -> std::result::Result<(), crate::AslError> {
-        let bad = |m: String| Err(crate::AslError::InvalidConfig(m));
+    pub fn validate(&self) -> std::result::Result<(), AslError> {
+        let bad = |m: String| Err(AslError::InvalidConfig(m));
         if !(-1.0..=1.0).contains(&self.target_gap) {
             return bad(format!(
                 "the target probability gap must be in [-1, 1], got {}",

@@ -35,12 +35,12 @@ use candle_core::op::BackpropOp;
 use candle_core::{CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 use half::{bf16, f16};
 
+use crate::config::Reduction;
 use crate::cuda_launch::LossPlan;
 use crate::cuda_launch::{self as plan, Arg, Launch};
-use crate::dispatch;
+use crate::dtype::{compute_dtype, slice};
 use crate::error::AslError;
 use crate::op::FusedLoss;
-use crate::Reduction;
 
 /// The kernels, compiled by `build.rs`.
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/asl.ptx"));
@@ -299,7 +299,7 @@ pub(crate) fn forward<L: FusedLoss>(
     if let Some(i) = bad {
         // Only to report the error: the targets on the host.
         let host = s2.to_cpu_storage()?;
-        let targets = dispatch::slice(&host, l2, L::TARGETS)?;
+        let targets = slice(&host, l2, L::TARGETS)?;
         return Err(loss.target_error(targets, i, cols)?.into());
     }
     Ok((out, loss.output_shape(rows, cols), grad))
@@ -316,7 +316,7 @@ pub(crate) fn chain_upstream(
     logits: &Tensor,
 ) -> Result<Tensor> {
     let up = grad_res
-        .to_dtype(dispatch::compute_dtype(logits.dtype()))?
+        .to_dtype(compute_dtype(logits.dtype()))?
         .contiguous()?;
     let p = plan::Chain::new(reduction, g.dtype(), logits.dims(), up.dtype(), up.dims())?;
     let dev = g.device.clone();

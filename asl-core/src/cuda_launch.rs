@@ -16,10 +16,10 @@ use std::convert::Infallible;
 
 use candle_core::{DType, Result};
 
-use crate::dispatch::compute_dtype;
+use crate::config::{AslConfig, Reduction, SingleLabelConfig};
+use crate::dtype::compute_dtype;
 use crate::error::AslError;
 use crate::math::{small_int, AslParams, Compute};
-use crate::{AslConfig, Reduction, SingleLabelConfig};
 
 /// `ASL_ML_THREADS` and `ASL_ML_ELEMS` in `asl.cu` (a test checks they agree): a block of the
 /// multi-label kernel covers `ML_THREADS * ML_ELEMS` consecutive elements.

@@ -1,90 +1,118 @@
-//! Device and dtype dispatch of the fused op: from candle's storages to a loss's passes.
+//! Device and dtype dispatch of the fused op: the `CustomOp2` implementation of
+//! [`Fused`], from candle's storages to a loss's passes and back.
 //!
 //! - CPU: the storages are borrowed as typed slices ([`Slice`]), the compute type is picked from
 //!   the logits' dtype ([`Logit`]: f32 for f16/bf16/f32, f64 for f64), and the loss's
 //!   [`FusedLoss::cpu_pass`] runs, monomorphised for that pair of dtypes.
 //! - CUDA (feature `cuda`): the loss's launch plan runs on the GPU (`cuda.rs`), and the
 //!   gradient stays there.
+//!
+//! The backward pass ([`chain_upstream`]) chains the upstream gradient into the gradient the
+//! forward pass cached, on the device that holds it.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result, Shape};
-use half::{bf16, f16};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
-use crate::error::AslError;
-use crate::math::{Compute, Elem};
-use crate::op::{CachedGrad, FusedLoss, Job, Losses, Store};
+use crate::config::Reduction;
+use crate::dtype::{slice, Logit, Slice};
+use crate::math::Compute;
+use crate::op::{CachedGrad, Fused, FusedLoss, Job, Losses};
 
-/// A logits element type, and the float type the kernels compute in for it (see
-/// [`compute_dtype`]).
-pub(crate) trait Logit: Elem {
-    type Compute: Store;
-}
-
-impl Logit for f16 {
-    type Compute = f32;
-}
-impl Logit for bf16 {
-    type Compute = f32;
-}
-impl Logit for f32 {
-    type Compute = f32;
-}
-impl Logit for f64 {
-    type Compute = f64;
-}
-
-/// The compute dtype for a logits dtype: f32 for f16/bf16/f32 logits, f64 for f64 logits.
-pub(crate) fn compute_dtype(logits: DType) -> DType {
-    if logits == DType::F64 {
-        DType::F64
+/// The loss of checked `logits` and `targets` by the fused op, with a backward when the logits
+/// are part of an autograd graph.
+pub(crate) fn apply<L: FusedLoss>(loss: L, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logits = logits.contiguous()?;
+    let targets = targets.contiguous()?;
+    let op = Fused::new(loss, logits.track_op());
+    if op.want_grad {
+        logits.apply_op2(&targets, op)
     } else {
-        DType::F32
+        logits.apply_op2_no_bwd(&targets, &op)
     }
 }
 
-/// A contiguous view of a CPU storage, typed.
-pub(crate) enum Slice<'a> {
-    U8(&'a [u8]),
-    U32(&'a [u32]),
-    I64(&'a [i64]),
-    F16(&'a [f16]),
-    BF16(&'a [bf16]),
-    F32(&'a [f32]),
-    F64(&'a [f64]),
-}
+impl<L: FusedLoss> candle_core::CustomOp2 for Fused<L> {
+    fn name(&self) -> &'static str {
+        L::NAME
+    }
 
-/// Borrows the elements of a contiguous tensor's storage (callers make inputs contiguous first).
-pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &'static str) -> Result<Slice<'a>> {
-    let (start, end) = l.contiguous_offsets().ok_or_else(|| {
-        candle_core::Error::msg(format!(
-            "{what}: internal error, expected a contiguous layout"
-        ))
-    })?;
-    Ok(match s {
-        CpuStorage::U8(v) => Slice::U8(&v[start..end]),
-        CpuStorage::U32(v) => Slice::U32(&v[start..end]),
-        CpuStorage::I64(v) => Slice::I64(&v[start..end]),
-        CpuStorage::F16(v) => Slice::F16(&v[start..end]),
-        CpuStorage::BF16(v) => Slice::BF16(&v[start..end]),
-        CpuStorage::F32(v) => Slice::F32(&v[start..end]),
-        CpuStorage::F64(v) => Slice::F64(&v[start..end]),
-        other => {
-            return Err(AslError::DType {
-                what,
-                dtype: other.dtype(),
-                accepted: "u8, u32, i64, f16, bf16, f32, f64",
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (out, shape, grad) = cpu_forward(&self.loss, self.want_grad, s1, l1, s2, l2)?;
+        self.keep(grad)?;
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (out, shape, grad) = cuda_forward(&self.loss, self.want_grad, s1, l1, s2, l2)?;
+        self.keep(grad)?;
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let cached = match self.grad.take()? {
+            Some(g) => g,
+            None => {
+                // A second backward over the same graph: run the pass again, on the logits'
+                // device.
+                let again = Fused::new(self.loss, true);
+                logits.apply_op2_no_bwd(targets, &again)?;
+                again.grad.take_required()?
             }
-            .into())
-        }
-    })
+        };
+        let grad = chain_upstream(cached, self.loss.reduction(), grad_res, logits)?;
+        Ok((Some(grad), None))
+    }
 }
 
 /// The output of a forward pass on one device: the loss, its shape, and the gradient when it was
 /// asked for.
-pub(crate) type Forward<S> = (S, Shape, Option<CachedGrad>);
+type Forward<S> = (S, Shape, Option<CachedGrad>);
+
+/// The compute types' buffers as candle storage and as a cached gradient (f32 and f64).
+trait Store: Compute {
+    fn into_storage(v: Vec<Self>) -> CpuStorage;
+    fn into_cache(v: Vec<Self>) -> CachedGrad;
+}
+
+impl Store for f32 {
+    fn into_storage(v: Vec<Self>) -> CpuStorage {
+        CpuStorage::F32(v)
+    }
+    fn into_cache(v: Vec<Self>) -> CachedGrad {
+        CachedGrad::F32(v)
+    }
+}
+
+impl Store for f64 {
+    fn into_storage(v: Vec<Self>) -> CpuStorage {
+        CpuStorage::F64(v)
+    }
+    fn into_cache(v: Vec<Self>) -> CachedGrad {
+        CachedGrad::F64(v)
+    }
+}
 
 /// The forward pass of `loss` on the CPU.
-pub(crate) fn cpu_forward<L: FusedLoss>(
+fn cpu_forward<L: FusedLoss>(
     loss: &L,
     want_grad: bool,
     s1: &CpuStorage,
@@ -115,7 +143,10 @@ fn host_pass<L: FusedLoss, X: Logit>(
     x: &[X],
     t: Slice,
     job: Job,
-) -> Result<Forward<CpuStorage>> {
+) -> Result<Forward<CpuStorage>>
+where
+    X::Compute: Store,
+{
     let pass = loss.cpu_pass(x, t, job)?;
     let grad = job.want_grad.then(|| Store::into_cache(pass.grad));
     let out = match pass.losses {
@@ -129,7 +160,7 @@ fn host_pass<L: FusedLoss, X: Logit>(
 
 /// The forward pass of `loss` on a CUDA device; the gradient stays on the GPU.
 #[cfg(feature = "cuda")]
-pub(crate) fn cuda_forward<L: FusedLoss>(
+fn cuda_forward<L: FusedLoss>(
     loss: &L,
     want_grad: bool,
     s1: &candle_core::CudaStorage,
@@ -139,4 +170,52 @@ pub(crate) fn cuda_forward<L: FusedLoss>(
 ) -> Result<Forward<candle_core::CudaStorage>> {
     let (out, shape, grad) = crate::cuda::forward(loss, want_grad, s1, l1, s2, l2)?;
     Ok((out, shape, grad.map(CachedGrad::Cuda)))
+}
+
+/// Chains the upstream gradient of the op's output into the cached `d output / d logits` and
+/// returns it in the logits' dtype and device. For a reduced (scalar) loss this scales in place;
+/// for `Reduction::None` the upstream gradient has the output's shape (`[N, C]`, or `[N]` for a
+/// per-sample loss, broadcast over the classes). A gradient cached on the GPU stays there.
+fn chain_upstream(
+    cached: CachedGrad,
+    reduction: Reduction,
+    grad_res: &Tensor,
+    logits: &Tensor,
+) -> Result<Tensor> {
+    let grad = match cached {
+        CachedGrad::F32(v) => chain_host(v, reduction, grad_res, logits)?,
+        CachedGrad::F64(v) => chain_host(v, reduction, grad_res, logits)?,
+        #[cfg(feature = "cuda")]
+        CachedGrad::Cuda(g) => return crate::cuda::chain_upstream(g, reduction, grad_res, logits),
+    };
+    grad.to_dtype(logits.dtype())?.to_device(logits.device())
+}
+
+/// [`chain_upstream`] for a gradient cached on the host, in its compute type.
+fn chain_host<F: Compute + candle_core::WithDType>(
+    v: Vec<F>,
+    reduction: Reduction,
+    grad_res: &Tensor,
+    logits: &Tensor,
+) -> Result<Tensor> {
+    let shape = logits.shape().clone();
+    if reduction == Reduction::None {
+        let g = Tensor::from_vec(v, shape, &Device::Cpu)?;
+        let mut up = grad_res.to_device(&Device::Cpu)?.to_dtype(g.dtype())?;
+        while up.rank() < g.rank() {
+            up = up.unsqueeze(up.rank())?;
+        }
+        g.broadcast_mul(&up)
+    } else {
+        let s = grad_res.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Tensor::from_vec(scaled(v, <F as Compute>::from_f64(s)), shape, &Device::Cpu)
+    }
+}
+
+/// Multiplies in place (the usual upstream gradient of a scalar loss is exactly 1: no work).
+fn scaled<F: Compute>(mut v: Vec<F>, s: F) -> Vec<F> {
+    if s != F::one() {
+        v.par_iter_mut().for_each(|g| *g = *g * s);
+    }
+    v
 }

@@ -316,8 +316,8 @@ pub(crate) fn block_kernel() -> BlockFn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AslConfig;
     use crate::math::asl_element;
-    use crate::AslConfig;
 
     #[test]
     fn every_block_kernel_matches_the_scalar_f64_kernel() {

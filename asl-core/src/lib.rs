@@ -18,24 +18,32 @@
 //!
 //! ## Modules
 //!
-//! - The losses, one file each: `multilabel.rs` ([`AsymmetricLoss`], [`AslConfig`],
-//!   [`Reduction`]) and `single_label.rs` ([`AslSingleLabel`], [`SingleLabelConfig`]). Each holds
-//!   the loss's configuration, its composed reference, and its branch of the fused op: the CPU
-//!   pass and, for CUDA, the launch plan it picks.
+//! From the bottom up; each module uses only those listed before it.
+//!
+//! - `error.rs`: [`AslError`]. `config.rs`: the losses' configurations ([`AslConfig`],
+//!   [`SingleLabelConfig`], [`Reduction`]), plain data with its validation.
 //! - `math.rs`: the scalar math the fused kernels share (the per-element multi-label value and
 //!   gradient, the types the kernels read and compute in); `fast.rs`: its vectorised f32 path.
 //!   Neither knows about candle.
-//! - `op.rs`: the one candle custom op both losses run as (the `FusedLoss` trait each loss
-//!   implements, and `Fused`, its `CustomOp2`), the gradient kept from the forward pass for the
-//!   backward, and the chaining of the upstream gradient.
-//! - `dispatch.rs`: device and dtype dispatch: CPU storages as typed slices and the compute type
-//!   for the logits' dtype, or the CUDA path. `cuda.rs` (feature `cuda`) makes the CUDA launches
-//!   that `cuda_launch.rs` plans without CUDA; the kernels are in `kernels/`.
-//! - [`metrics`]: the evaluation metrics; [`adaptive`]: adaptive asymmetry; `error.rs`:
-//!   [`AslError`].
+//! - `dtype.rs`: the candle side of those types: CPU storages as typed slices, and the compute
+//!   type for the logits' dtype.
+//! - `cuda_launch.rs`: the CUDA kernel launches, planned without CUDA.
+//! - `op.rs`: the one candle custom op both losses run as: the `FusedLoss` trait each loss
+//!   implements, `Fused` (the op), and the gradient it keeps from the forward pass for the
+//!   backward.
+//! - `cuda.rs` (feature `cuda`): makes the launches that `cuda_launch.rs` plans; the kernels are
+//!   in `kernels/`.
+//! - `dispatch.rs`: the op's `CustomOp2` implementation: device and dtype dispatch of the forward
+//!   pass to the loss's CPU pass or to the CUDA path, and the chaining of the upstream gradient.
+//! - The losses, one file each: `multilabel.rs` ([`AsymmetricLoss`]) and `single_label.rs`
+//!   ([`AslSingleLabel`]). Each holds the loss, its composed reference, and its branch of the
+//!   fused op: the CPU pass and, for CUDA, the launch plan it picks.
+//! - [`metrics`]: the evaluation metrics; [`adaptive`]: adaptive asymmetry. Both stand alone.
 
 pub mod adaptive;
+mod config;
 mod dispatch;
+mod dtype;
 mod error;
 mod fast;
 mod math;
@@ -55,7 +63,8 @@ pub mod cuda_launch;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod cuda_launch;
 
+pub use config::{AslConfig, Reduction, SingleLabelConfig};
 pub use error::AslError;
 pub use metrics::{MetricAccumulator, MetricsReport};
-pub use multilabel::{AslConfig, AsymmetricLoss, Reduction};
-pub use single_label::{AslSingleLabel, SingleLabelConfig};
+pub use multilabel::AsymmetricLoss;
+pub use single_label::AslSingleLabel;

@@ -8,6 +8,8 @@
 use half::{bf16, f16};
 use num_traits::Float;
 
+use crate::config::AslConfig;
+
 /// Elements per work item of the parallel kernels. Fixed (not derived from the thread count) so
 /// that partial sums are combined in the same order on every machine: the loss is bit-for-bit
 /// reproducible whatever `RAYON_NUM_THREADS` is.
@@ -59,8 +61,9 @@ pub(crate) trait Compute: Float + Send + Sync + std::fmt::Debug + 'static {
     fn from_f64(v: f64) -> Self;
     fn as_f64(self) -> f64;
     fn from_f32(v: f32) -> Self;
-    /// The vectorised block kernel's parameters, where this compute type has one (f32).
-    fn fast_params(prm: &AslParams<Self>) -> Option<crate::fast::FastParams>;
+    /// `prm` itself when this compute type is f32, else `None`: the multi-label kernel's
+    /// vectorised path computes in f32 only.
+    fn as_f32(prm: &AslParams<Self>) -> Option<&AslParams<f32>>;
 }
 
 impl Compute for f32 {
@@ -80,8 +83,9 @@ impl Compute for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
-    fn fast_params(prm: &AslParams<Self>) -> Option<crate::fast::FastParams> {
-        crate::fast::FastParams::new(prm)
+    #[inline(always)]
+    fn as_f32(prm: &AslParams<Self>) -> Option<&AslParams<f32>> {
+        Some(prm)
     }
 }
 
@@ -102,7 +106,8 @@ impl Compute for f64 {
     fn from_f32(v: f32) -> Self {
         v as f64
     }
-    fn fast_params(_: &AslParams<Self>) -> Option<crate::fast::FastParams> {
+    #[inline(always)]
+    fn as_f32(_: &AslParams<Self>) -> Option<&AslParams<f32>> {
         None
     }
 }
@@ -131,7 +136,7 @@ pub(crate) fn small_int(g: f64) -> Option<i32> {
 }
 
 impl<F: Compute> AslParams<F> {
-    pub(crate) fn new(cfg: &crate::AslConfig) -> Self {
+    pub(crate) fn new(cfg: &AslConfig) -> Self {
         let gamma_pos = F::from_f64(cfg.gamma_pos);
         let gamma_neg = F::from_f64(cfg.gamma_neg);
         AslParams {

@@ -1,6 +1,7 @@
-//! Multi-label (sigmoid) asymmetric loss: configuration, its fused pass (the CPU kernel over
-//! chunks of elements, and the CUDA launch plan) for the generic op of [`crate::op`], and the
-//! composed reference built from candle tensor ops.
+//! Multi-label (sigmoid) asymmetric loss: the loss, its fused pass (the CPU kernel over chunks of
+//! elements, and the CUDA launch plan) for the generic op of [`crate::op`], and the composed
+//! reference built from candle tensor ops. Its configuration, [`AslConfig`], is in
+//! [`crate::config`].
 //!
 //! Paper: Ben-Baruch, Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021
 //! (arXiv 2009.14119), equations (1)-(4). Reference code: Alibaba-MIIL/ASL
@@ -10,130 +11,13 @@
 use candle_core::{DType, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::dispatch::{self, Logit, Slice};
+use crate::config::{AslConfig, Reduction};
+use crate::dispatch;
+use crate::dtype::{compute_dtype, Logit, Slice};
 use crate::error::AslError;
-use crate::fast::{self, BLOCK};
+use crate::fast::{self, FastParams, BLOCK};
 use crate::math::{asl_element, AslParams, Compute, Elem, CHUNK};
-use crate::op::{self, FusedLoss, HostPass, Job, Losses};
-
-/// How per-element losses are combined into the value `forward` returns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Reduction {
-    /// Sum over all `N * C` elements (the ASL reference and the paper's training recipe).
-    #[default]
-    Sum,
-    /// Mean over all `N * C` elements.
-    Mean,
-    /// Sum divided by the batch size `N` (timm's `batchmean` default).
-    BatchMean,
-    /// No reduction: the per-element loss, shape `[N, C]` (or `[N]` for the single-label loss).
-    None,
-}
-
-impl Reduction {
-    /// The factor applied to the summed loss, for `total` elements in `rows` rows.
-    pub(crate) fn scale(self, rows: usize, total: usize) -> f64 {
-        match self {
-            Reduction::Sum | Reduction::None => 1.0,
-            Reduction::Mean => 1.0 / total as f64,
-            Reduction::BatchMean => 1.0 / rows as f64,
-        }
-    }
-}
-
-/// Parameters of the multi-label asymmetric loss.
-///
-/// ```
-/// use asl_core::{AslConfig, Reduction};
-/// let cfg = AslConfig { reduction: Reduction::BatchMean, ..AslConfig::paper() };
-/// assert_eq!((cfg.gamma_neg, cfg.gamma_pos, cfg.clip), (4.0, 0.0, 0.05));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AslConfig {
-    /// Focusing exponent for negatives (the paper's gamma-).
-    pub gamma_neg: f64,
-    /// Focusing exponent for positives (the paper's gamma+).
-    pub gamma_pos: f64,
-    /// Probability margin `m` for negatives: `p_m = max(p - clip, 0)`. 0 disables it.
-    pub clip: f64,
-    /// Lower clamp on the argument of each `log` (not label smoothing).
-    pub eps: f64,
-    /// `true`: the focal weight is a constant for the gradient (the reference `AsymmetricLoss`
-    /// default, and the paper's recipe); `false`: the gradient flows through it
-    /// (`AsymmetricLossOptimized`, timm). Forward values are identical either way.
-    pub detach_focal_weight: bool,
-    /// How element losses are combined.
-    pub reduction: Reduction,
-}
-
-impl Default for AslConfig {
-    /// The reference `AsymmetricLoss` defaults: gamma_neg 4, gamma_pos 1, clip 0.05, eps 1e-8,
-    /// detached focal weight, sum reduction.
-    fn default() -> Self {
-        AslConfig {
-            gamma_neg: 4.0,
-            gamma_pos: 1.0,
-            clip: 0.05,
-            eps: 1e-8,
-            detach_focal_weight: true,
-            reduction: Reduction::Sum,
-        }
-    }
-}
-
-impl AslConfig {
-    /// The paper's MS-COCO training setting: gamma_neg 4, gamma_pos 0, clip 0.05, detached, sum.
-    pub fn paper() -> Self {
-        AslConfig {
-            gamma_pos: 0.0,
-            ..Self::default()
-        }
-    }
-
-    /// Plain binary cross-entropy with logits (sum reduction): no focusing, no clip.
-    pub fn bce() -> Self {
-        AslConfig {
-            gamma_neg: 0.0,
-            gamma_pos: 0.0,
-            clip: 0.0,
-            ..Self::default()
-        }
-    }
-
-    /// Symmetric focal loss (alpha = 1) with exponent `gamma`, no clip.
-    pub fn focal(gamma: f64) -> Self {
-        AslConfig {
-            gamma_neg: gamma,
-            gamma_pos: gamma,
-            clip: 0.0,
-            ..Self::default()
-        }
-    }
-
-    /// Checks that every value is in the range the loss is defined for.
-    pub fn validate(&self) -> std::result::Result<(), AslError> {
-        let bad = |m: String| Err(AslError::InvalidConfig(m));
-        if !(self.gamma_neg >= 0.0 && self.gamma_neg.is_finite()) {
-            return bad(format!(
-                "gamma_neg must be finite and >= 0, got {}",
-                self.gamma_neg
-            ));
-        }
-        if !(self.gamma_pos >= 0.0 && self.gamma_pos.is_finite()) {
-            return bad(format!(
-                "gamma_pos must be finite and >= 0, got {}",
-                self.gamma_pos
-            ));
-        }
-        if !(0.0..1.0).contains(&self.clip) {
-            return bad(format!("clip must be in [0, 1), got {}", self.clip));
-        }
-        if !(0.0..1.0).contains(&self.eps) {
-            return bad(format!("eps must be in [0, 1), got {}", self.eps));
-        }
-        Ok(())
-    }
-}
+use crate::op::{FusedLoss, HostPass, Job, Losses};
 
 /// The multi-label asymmetric loss.
 ///
@@ -177,7 +61,7 @@ impl AsymmetricLoss {
     /// only scales it; otherwise nothing per element is allocated.
     pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         check_inputs(&self.cfg, logits, targets)?;
-        op::apply(self.cfg, logits, targets)
+        dispatch::apply(self.cfg, logits, targets)
     }
 
     /// The same loss composed from candle tensor ops, with candle's autograd for the gradient.
@@ -238,7 +122,7 @@ impl AsymmetricLoss {
                 .sum_all()?
                 .affine(r.scale(rows, loss.elem_count()), 0.0)?,
         };
-        loss.to_dtype(dispatch::compute_dtype(logits.dtype()))
+        loss.to_dtype(compute_dtype(logits.dtype()))
     }
 }
 
@@ -440,7 +324,7 @@ fn multilabel_chunk<F: Compute, L: Elem, T: Elem>(
     mut loss: Option<&mut [F]>,
     grad_scale: F,
 ) -> std::result::Result<f64, AslError> {
-    let Some(fast) = F::fast_params(prm) else {
+    let Some(fast) = F::as_f32(prm).and_then(FastParams::new) else {
         return scalar_elements(x, y, start, cols, prm, grad, loss, grad_scale);
     };
     let kernel = fast::block_kernel();

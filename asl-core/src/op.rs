@@ -1,25 +1,25 @@
-//! The one candle custom op behind both fused losses.
+//! The one candle custom op behind both fused losses: what a loss provides, and what the op
+//! keeps between its forward and its backward.
 //!
 //! A loss implements [`FusedLoss`] (its name, its reduction, its CPU pass, and with the `cuda`
 //! feature its kernel launch plan); [`Fused`] wraps it into a `candle_core::CustomOp2` with a
-//! single `cpu_fwd`, `cuda_fwd` and `bwd` for every loss. [`apply`] evaluates a loss as that op.
+//! single `cpu_fwd`, `cuda_fwd` and `bwd` for every loss. That `CustomOp2` implementation, which
+//! code runs on which device and dtype, and the evaluation of a loss as the op live one layer up,
+//! in the dispatch module; nothing here depends on a device.
 //!
 //! The forward pass computes the gradient in the same sweep as the loss (only when the logits are
-//! part of an autograd graph) and keeps it in the op's [`GradCache`]; `bwd` then only chains the
-//! upstream gradient into it ([`chain_upstream`]). A second backward over the same graph finds
+//! part of an autograd graph) and keeps it in the op's [`GradCache`] as a [`CachedGrad`]; `bwd`
+//! then only chains the upstream gradient into it. A second backward over the same graph finds
 //! the cache empty and runs the pass again.
 //!
 //! Everything is generic over the loss and monomorphised: no dynamic dispatch in the passes.
-//! Which code runs on which device is [`crate::dispatch`]'s job.
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use candle_core::{Result, Shape};
 
-use crate::dispatch::{self, Logit, Slice};
-use crate::math::Compute;
-use crate::Reduction;
+use crate::config::Reduction;
+use crate::dtype::{Logit, Slice};
 
 /// A loss the fused op can evaluate. Implemented by each loss's configuration.
 pub(crate) trait FusedLoss: Copy + Send + Sync + 'static {
@@ -46,8 +46,8 @@ pub(crate) trait FusedLoss: Copy + Send + Sync + 'static {
     #[cfg(feature = "cuda")]
     fn plan(
         &self,
-        logits: DType,
-        targets: DType,
+        logits: candle_core::DType,
+        targets: candle_core::DType,
         rows: usize,
         cols: usize,
     ) -> Result<crate::cuda_launch::LossPlan>;
@@ -55,7 +55,8 @@ pub(crate) trait FusedLoss: Copy + Send + Sync + 'static {
     /// The error for the bad target at flat index `i` that the CUDA kernel reported, read from
     /// the targets copied to the host.
     #[cfg(feature = "cuda")]
-    fn target_error(&self, targets: Slice, i: usize, cols: usize) -> Result<crate::AslError>;
+    fn target_error(&self, targets: Slice, i: usize, cols: usize)
+        -> Result<crate::error::AslError>;
 }
 
 /// What a pass is asked for.
@@ -84,40 +85,16 @@ pub(crate) struct HostPass<F> {
     pub grad: Vec<F>,
 }
 
-/// The compute types' buffers as candle storage and as a cached gradient (f32 and f64).
-pub(crate) trait Store: Compute {
-    fn into_storage(v: Vec<Self>) -> CpuStorage;
-    fn into_cache(v: Vec<Self>) -> CachedGrad;
-}
-
-impl Store for f32 {
-    fn into_storage(v: Vec<Self>) -> CpuStorage {
-        CpuStorage::F32(v)
-    }
-    fn into_cache(v: Vec<Self>) -> CachedGrad {
-        CachedGrad::F32(v)
-    }
-}
-
-impl Store for f64 {
-    fn into_storage(v: Vec<Self>) -> CpuStorage {
-        CpuStorage::F64(v)
-    }
-    fn into_cache(v: Vec<Self>) -> CachedGrad {
-        CachedGrad::F64(v)
-    }
-}
-
 /// The fused loss `L` as a candle custom op. Inputs: logits, targets (contiguous).
 pub(crate) struct Fused<L> {
-    loss: L,
+    pub(crate) loss: L,
     /// Whether the forward pass also computes the gradient (only when the logits are in a graph).
-    want_grad: bool,
-    grad: GradCache,
+    pub(crate) want_grad: bool,
+    pub(crate) grad: GradCache,
 }
 
 impl<L: FusedLoss> Fused<L> {
-    fn new(loss: L, want_grad: bool) -> Self {
+    pub(crate) fn new(loss: L, want_grad: bool) -> Self {
         Fused {
             loss,
             want_grad,
@@ -126,77 +103,11 @@ impl<L: FusedLoss> Fused<L> {
     }
 
     /// Keeps the gradient a forward pass produced for `bwd`.
-    fn keep(&self, grad: Option<CachedGrad>) -> Result<()> {
+    pub(crate) fn keep(&self, grad: Option<CachedGrad>) -> Result<()> {
         match grad {
             Some(g) => self.grad.put(g),
             None => Ok(()),
         }
-    }
-}
-
-/// The loss of checked `logits` and `targets` by the fused op, with a backward when the logits
-/// are part of an autograd graph.
-pub(crate) fn apply<L: FusedLoss>(loss: L, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let logits = logits.contiguous()?;
-    let targets = targets.contiguous()?;
-    let op = Fused::new(loss, logits.track_op());
-    if op.want_grad {
-        logits.apply_op2(&targets, op)
-    } else {
-        logits.apply_op2_no_bwd(&targets, &op)
-    }
-}
-
-impl<L: FusedLoss> candle_core::CustomOp2 for Fused<L> {
-    fn name(&self) -> &'static str {
-        L::NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (out, shape, grad) = dispatch::cpu_forward(&self.loss, self.want_grad, s1, l1, s2, l2)?;
-        self.keep(grad)?;
-        Ok((out, shape))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s1: &candle_core::CudaStorage,
-        l1: &Layout,
-        s2: &candle_core::CudaStorage,
-        l2: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (out, shape, grad) =
-            dispatch::cuda_forward(&self.loss, self.want_grad, s1, l1, s2, l2)?;
-        self.keep(grad)?;
-        Ok((out, shape))
-    }
-
-    fn bwd(
-        &self,
-        logits: &Tensor,
-        targets: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let cached = match self.grad.take()? {
-            Some(g) => g,
-            None => {
-                // A second backward over the same graph: run the pass again, on the logits'
-                // device.
-                let again = Fused::new(self.loss, true);
-                logits.apply_op2_no_bwd(targets, &again)?;
-                again.grad.take_required()?
-            }
-        };
-        let grad = chain_upstream(cached, self.loss.reduction(), grad_res, logits)?;
-        Ok((Some(grad), None))
     }
 }
 
@@ -227,60 +138,12 @@ impl GradCache {
 
     /// The cached gradient, if the forward pass left one (a second backward over the same graph
     /// finds none and must recompute).
-    fn take(&self) -> Result<Option<CachedGrad>> {
+    pub(crate) fn take(&self) -> Result<Option<CachedGrad>> {
         Ok(self.0.lock().map_err(|_| poisoned())?.take())
     }
 
-    fn take_required(&self) -> Result<CachedGrad> {
+    pub(crate) fn take_required(&self) -> Result<CachedGrad> {
         self.take()?
             .ok_or_else(|| candle_core::Error::msg("fused loss: gradient pass produced nothing"))
     }
-}
-
-/// Chains the upstream gradient of the op's output into the cached `d output / d logits` and
-/// returns it in the logits' dtype and device. For a reduced (scalar) loss this scales in place;
-/// for `Reduction::None` the upstream gradient has the output's shape (`[N, C]`, or `[N]` for a
-/// per-sample loss, broadcast over the classes). A gradient cached on the GPU stays there.
-fn chain_upstream(
-    cached: CachedGrad,
-    reduction: Reduction,
-    grad_res: &Tensor,
-    logits: &Tensor,
-) -> Result<Tensor> {
-    let grad = match cached {
-        CachedGrad::F32(v) => chain_host(v, reduction, grad_res, logits)?,
-        CachedGrad::F64(v) => chain_host(v, reduction, grad_res, logits)?,
-        #[cfg(feature = "cuda")]
-        CachedGrad::Cuda(g) => return crate::cuda::chain_upstream(g, reduction, grad_res, logits),
-    };
-    grad.to_dtype(logits.dtype())?.to_device(logits.device())
-}
-
-/// [`chain_upstream`] for a gradient cached on the host, in its compute type.
-fn chain_host<F: Compute + candle_core::WithDType>(
-    v: Vec<F>,
-    reduction: Reduction,
-    grad_res: &Tensor,
-    logits: &Tensor,
-) -> Result<Tensor> {
-    let shape = logits.shape().clone();
-    if reduction == Reduction::None {
-        let g = Tensor::from_vec(v, shape, &Device::Cpu)?;
-        let mut up = grad_res.to_device(&Device::Cpu)?.to_dtype(g.dtype())?;
-        while up.rank() < g.rank() {
-            up = up.unsqueeze(up.rank())?;
-        }
-        g.broadcast_mul(&up)
-    } else {
-        let s = grad_res.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        Tensor::from_vec(scaled(v, <F as Compute>::from_f64(s)), shape, &Device::Cpu)
-    }
-}
-
-/// Multiplies in place (the usual upstream gradient of a scalar loss is exactly 1: no work).
-fn scaled<F: Compute>(mut v: Vec<F>, s: F) -> Vec<F> {
-    if s != F::one() {
-        v.par_iter_mut().for_each(|g| *g = *g * s);
-    }
-    v
 }

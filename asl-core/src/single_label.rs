@@ -1,6 +1,7 @@
-//! Single-label (softmax) asymmetric loss with label smoothing: configuration, its fused pass
-//! (the CPU row kernel, and the CUDA launch plan) for the generic op of [`crate::op`], and the
-//! composed reference built from candle tensor ops.
+//! Single-label (softmax) asymmetric loss with label smoothing: the loss, its fused pass (the
+//! CPU row kernel, and the CUDA launch plan) for the generic op of [`crate::op`], and the composed
+//! reference built from candle tensor ops. Its configuration, [`SingleLabelConfig`], is in
+//! [`crate::config`].
 //!
 //! Reference: Alibaba-MIIL/ASL `src/loss_functions/losses.py`, `ASLSingleLabel`: a softmax over
 //! the `K` classes, the label-smoothed target `one_hot * (1 - eps) + eps / K`, and the focal
@@ -10,66 +11,13 @@
 use candle_core::{DType, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::dispatch::{self, Logit, Slice};
+use crate::config::{Reduction, SingleLabelConfig};
+use crate::dispatch;
+use crate::dtype::{compute_dtype, Logit, Slice};
 use crate::error::AslError;
 use crate::math::{pow_known, small_int, Compute, Elem, CHUNK};
 use crate::multilabel::pow_composed;
-use crate::op::{self, FusedLoss, HostPass, Job, Losses};
-use crate::Reduction;
-
-/// Parameters of the single-label asymmetric loss.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SingleLabelConfig {
-    /// Focusing exponent on the target class: weight `(1 - p_target)^gamma_pos`.
-    pub gamma_pos: f64,
-    /// Focusing exponent on the other classes: weight `p_k^gamma_neg`.
-    pub gamma_neg: f64,
-    /// Label-smoothing factor (called `eps` in the reference): the target distribution is
-    /// `one_hot * (1 - eps) + eps / K`.
-    pub eps: f64,
-    /// `Mean` (the reference's `'mean'`) or `BatchMean`: mean over samples; `Sum`: sum over
-    /// samples; `None`: the per-sample losses, shape `[N]`.
-    pub reduction: Reduction,
-}
-
-impl Default for SingleLabelConfig {
-    /// The reference `ASLSingleLabel` defaults: gamma_pos 0, gamma_neg 4, eps 0.1, mean.
-    fn default() -> Self {
-        SingleLabelConfig {
-            gamma_pos: 0.0,
-            gamma_neg: 4.0,
-            eps: 0.1,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl SingleLabelConfig {
-    /// Checks that every value is in the range the loss is defined for.
-    pub fn validate(&self) -> std::result::Result<(), AslError> {
-        for (name, g) in [("gamma_pos", self.gamma_pos), ("gamma_neg", self.gamma_neg)] {
-            if !(g >= 0.0 && g.is_finite()) {
-                return Err(AslError::InvalidConfig(format!(
-                    "{name} must be finite and >= 0, got {g}"
-                )));
-            }
-        }
-        if !(0.0..=1.0).contains(&self.eps) {
-            return Err(AslError::InvalidConfig(format!(
-                "eps (label smoothing) must be in [0, 1], got {}",
-                self.eps
-            )));
-        }
-        Ok(())
-    }
-
-    pub(crate) fn scale(&self, rows: usize) -> f64 {
-        match self.reduction {
-            Reduction::Mean | Reduction::BatchMean => 1.0 / rows as f64,
-            Reduction::Sum | Reduction::None => 1.0,
-        }
-    }
-}
+use crate::op::{FusedLoss, HostPass, Job, Losses};
 
 /// The single-label asymmetric loss: softmax cross-entropy with asymmetric focusing and label
 /// smoothing. With `gamma_pos = gamma_neg = eps = 0` it is exactly cross-entropy.
@@ -104,7 +52,7 @@ impl AslSingleLabel {
     /// or i64), by the fused kernel. The result is f32 (f64 for f64 logits).
     pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         check_inputs(&self.cfg, logits, targets)?;
-        op::apply(self.cfg, logits, targets)
+        dispatch::apply(self.cfg, logits, targets)
     }
 
     /// The same loss composed from candle ops (the reference the fused kernel is tested against),
@@ -135,7 +83,7 @@ impl AslSingleLabel {
             Reduction::None => per_sample,
             _ => per_sample.sum_all()?.affine(self.cfg.scale(rows), 0.0)?,
         };
-        loss.to_dtype(dispatch::compute_dtype(logits.dtype()))
+        loss.to_dtype(compute_dtype(logits.dtype()))
     }
 }
 
