@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use asl_test_support::models::{multilabel_cfg, write_model};
-use asl_tresnet::TResNetConfig;
+use asl_test_support::models::{write_small_tagger, SMALL_TAGGER_CLASSES};
 
 /// The compiled example `name`, next to this test's binary (`target/<profile>/examples`).
 fn example(name: &str) -> PathBuf {
@@ -24,24 +23,10 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-/// A random small model in the project's format: 3 classes at 32 px, threshold 0.
-
-/// A random small model in the project's format: 3 classes at 32 px, threshold 0.
-fn small_model(dir: &Path) -> PathBuf {
-    let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.25, false, 3);
-    let path = dir.join("small.safetensors");
-    write_model(
-        &path,
-        &cfg,
-        &multilabel_cfg(&cfg, &["cat", "dog", "bird"], 32, 0.0),
-    );
-    path
-}
-
 #[test]
 fn tag_labels_an_image_with_a_model_file() {
     let dir = tempfile::tempdir().expect("tmp");
-    let model = small_model(dir.path());
+    let model = write_small_tagger(dir.path());
     let image = dir.path().join("photo.png");
     image::RgbImage::from_fn(50, 40, |x, y| image::Rgb([x as u8 * 5, y as u8 * 6, 90]))
         .save(&image)
@@ -63,7 +48,7 @@ fn tag_labels_an_image_with_a_model_file() {
         line.starts_with(&format!("{}: ", image.display())),
         "{line}"
     );
-    for class in ["cat", "dog", "bird"] {
+    for class in SMALL_TAGGER_CLASSES {
         assert!(line.contains(class), "{line}");
     }
     let bad = Command::new(example("tag"))

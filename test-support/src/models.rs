@@ -52,3 +52,20 @@ pub fn multilabel_cfg(
 pub fn write_model(path: &Path, cfg: &TResNetConfig, meta: &PretrainedCfg) {
     save_safetensors(path, &random_weights(cfg), meta).expect("write model");
 }
+
+/// The classes of [`write_small_tagger`]'s model.
+pub const SMALL_TAGGER_CLASSES: [&str; 3] = ["cat", "dog", "bird"];
+
+/// Writes `small.safetensors` in `dir`: a random one-block-per-stage model at width 0.25 over
+/// [`SMALL_TAGGER_CLASSES`], 32 px, threshold 0 (so that every class is tagged). Returns its
+/// path.
+pub fn write_small_tagger(dir: &Path) -> std::path::PathBuf {
+    let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.25, false, SMALL_TAGGER_CLASSES.len());
+    let path = dir.join("small.safetensors");
+    write_model(
+        &path,
+        &cfg,
+        &multilabel_cfg(&cfg, &SMALL_TAGGER_CLASSES, 32, 0.0),
+    );
+    path
+}

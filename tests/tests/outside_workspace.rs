@@ -7,8 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use asl_test_support::models::{multilabel_cfg, write_model};
-use asl_tresnet::TResNetConfig;
+use asl_test_support::models::{write_small_tagger, SMALL_TAGGER_CLASSES};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,20 +50,6 @@ opt-level = 2
     }
 }
 
-/// A random small model in the project's format: 3 classes at 32 px, threshold 0.
-
-/// A random small model in the project's format: 3 classes at 32 px, threshold 0.
-fn small_model(dir: &Path) -> PathBuf {
-    let cfg = TResNetConfig::variant([1, 1, 1, 1], 0.25, false, 3);
-    let path = dir.join("small.safetensors");
-    write_model(
-        &path,
-        &cfg,
-        &multilabel_cfg(&cfg, &["cat", "dog", "bird"], 32, 0.0),
-    );
-    path
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
     assert!(
@@ -87,13 +72,13 @@ fn a_crate_outside_the_workspace_tags_and_fine_tunes_with_asl_tresnet() {
         .env("CARGO_TARGET_DIR", &target));
     let bin = |name: &str| target.join("debug").join(name);
 
-    let model = small_model(dir.path());
+    let model = write_small_tagger(dir.path());
     let image = dir.path().join("photo.png");
     image::RgbImage::from_fn(50, 40, |x, y| image::Rgb([x as u8 * 5, y as u8 * 6, 90]))
         .save(&image)
         .expect("image");
     let tags = run(Command::new(bin("tag")).arg(&model).arg(&image));
-    for class in ["cat", "dog", "bird"] {
+    for class in SMALL_TAGGER_CLASSES {
         assert!(tags.contains(class), "{tags}");
     }
 

@@ -380,7 +380,7 @@ fn write_plots(
             let l: Vec<i8> = labels.iter().skip(c).step_by(k).map(|&v| v as i8).collect();
             plots::Series {
                 name: format!("{} (AP {:.1})", classes[c], r.per_class[c].ap),
-                points: plots::pr_curve(&s, &l),
+                points: asl_core::metrics::precision_recall_curve(&s, &l),
             }
         })
         .collect();

@@ -9,8 +9,6 @@
 //! - [`bar_chart`]: horizontal bars with the class names as labels, 1000 pixels wide, 20 pixels
 //!   per bar; more than [`BAR_CHART_MAX_ROWS`] bars are reduced to the highest and lowest values
 //!   with a note saying so.
-//! - [`pr_curve`]: the (recall, precision) points of one class, ranked exactly as
-//!   [`asl_core::metrics::average_precision`] ranks them.
 //! - [`save_png`]: writes a chart atomically.
 //!
 //! Degenerate input never panics: non-finite values are skipped (a gap in a line, "n/a" on a
@@ -110,30 +108,6 @@ pub(super) fn series_colour(i: usize) -> Rgb<u8> {
     let m = v - c;
     let to_u8 = |f: f64| ((f + m) * 255.0).round().clamp(0.0, 255.0) as u8;
     Rgb([to_u8(r), to_u8(g), to_u8(b)])
-}
-
-// ---------------------------------------------------------------------------------------------
-// Precision-recall curve.
-
-/// Precision-recall curve points of one class from scores and labels (`1` positive, `0`
-/// negative, `-1` ignored; like [`asl_core::metrics`], any label `>= 0` other than `1` counts as
-/// negative and any negative label as ignored; extra scores or labels beyond the shorter slice
-/// are ignored): one `(recall, precision)` point after each rank of the non-ignored samples,
-/// ranked by descending score with ties broken by descending sample index (`-0.0` equal to
-/// `0.0`), exactly as [`asl_core::metrics::average_precision`] ranks them. Empty when the class
-/// has no positives.
-///
-/// The mean of the precisions at the ranks that hold a positive (equivalently the area under
-/// this step curve, `sum (r_i - r_{i-1}) p_i`) is the class's AP up to the metric's `1e-8`.
-///
-/// ```
-/// use asl_cli::plots::pr_curve;
-/// // Ranking: 0.9 (pos), 0.8 (neg), 0.7 (pos).
-/// let pts = pr_curve(&[0.9, 0.8, 0.7], &[1, 0, 1]);
-/// assert_eq!(pts, vec![(0.5, 1.0), (0.5, 0.5), (1.0, 2.0 / 3.0)]);
-/// ```
-pub fn pr_curve(scores: &[f32], labels: &[i8]) -> Vec<(f64, f64)> {
-    asl_core::metrics::precision_recall_curve(scores, labels)
 }
 
 // ---------------------------------------------------------------------------------------------
