@@ -194,23 +194,7 @@ pub(super) fn draw_legend(img: &mut RgbImage, area: &Rect, series: &[Series]) {
     let th = text_height(TEXT_SCALE);
     let row_h = th + 6;
     let max_rows = (((area.y1 - area.y0) - 24) / row_h).max(1) as usize;
-    let mut rows: Vec<(Option<Rgb<u8>>, String)> = series
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let name = if s.name.trim().is_empty() {
-                format!("series {}", i + 1)
-            } else {
-                ellipsize(&s.name, MAX_LABEL_CHARS)
-            };
-            (Some(series_colour(i)), name)
-        })
-        .collect();
-    if rows.len() > max_rows {
-        let hidden = rows.len() - (max_rows - 1);
-        rows.truncate(max_rows - 1);
-        rows.push((None, format!("+{hidden} more")));
-    }
+    let rows = legend_rows(series, max_rows);
     let swatch = 24;
     let text_w = rows
         .iter()
@@ -219,38 +203,7 @@ pub(super) fn draw_legend(img: &mut RgbImage, area: &Rect, series: &[Series]) {
         .unwrap_or(0);
     let w = (8 + swatch + 8 + text_w + 8).min(area.x1 - area.x0 - 16);
     let h = 8 + rows.len() as i64 * row_h + 2;
-    let corners = [
-        (area.x1 - 8 - w, area.y0 + 8),
-        (area.x1 - 8 - w, area.y1 - 8 - h),
-        (area.x0 + 8, area.y0 + 8),
-        (area.x0 + 8, area.y1 - 8 - h),
-    ];
-    let ink = |img: &RgbImage, (x, y): (i64, i64)| {
-        let r = Rect {
-            x0: x,
-            y0: y,
-            x1: x + w,
-            y1: y + h,
-        }
-        .intersect(&Rect::of_image(img));
-        let mut n = 0usize;
-        for py in r.y0..r.y1 {
-            for px in r.x0..r.x1 {
-                let c = *img.get_pixel(px as u32, py as u32);
-                n += usize::from(c != BACKGROUND && c != GRID);
-            }
-        }
-        n
-    };
-    let mut best = corners[0];
-    let mut best_ink = usize::MAX;
-    for c in corners {
-        let n = ink(img, c);
-        if n < best_ink {
-            (best, best_ink) = (c, n);
-        }
-    }
-    let (x, y) = best;
+    let (x, y) = emptiest_corner(img, area, w, h);
     let bx = Rect {
         x0: x,
         y0: y,
@@ -275,4 +228,64 @@ pub(super) fn draw_legend(img: &mut RgbImage, area: &Rect, series: &[Series]) {
         let name = ellipsize(name, chars_fitting(w - swatch - 24, TEXT_SCALE));
         draw_text(img, &name, x + 8 + swatch + 8, ry, TEXT_SCALE, TEXT);
     }
+}
+
+/// The legend's rows, at most `max_rows`: each series' colour and name ("series N" when it has
+/// none), the last row "+N more" (no colour) when they do not all fit.
+fn legend_rows(series: &[Series], max_rows: usize) -> Vec<(Option<Rgb<u8>>, String)> {
+    let mut rows: Vec<(Option<Rgb<u8>>, String)> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let name = if s.name.trim().is_empty() {
+                format!("series {}", i + 1)
+            } else {
+                ellipsize(&s.name, MAX_LABEL_CHARS)
+            };
+            (Some(series_colour(i)), name)
+        })
+        .collect();
+    if rows.len() > max_rows {
+        let hidden = rows.len() - (max_rows - 1);
+        rows.truncate(max_rows - 1);
+        rows.push((None, format!("+{hidden} more")));
+    }
+    rows
+}
+
+/// The top-left corner of a `w` x `h` box inside `area` (8 pixels from its edges) that covers
+/// the fewest drawn pixels: top right, bottom right, top left, bottom left, the first on ties.
+fn emptiest_corner(img: &RgbImage, area: &Rect, w: i64, h: i64) -> (i64, i64) {
+    let corners = [
+        (area.x1 - 8 - w, area.y0 + 8),
+        (area.x1 - 8 - w, area.y1 - 8 - h),
+        (area.x0 + 8, area.y0 + 8),
+        (area.x0 + 8, area.y1 - 8 - h),
+    ];
+    let ink = |(x, y): (i64, i64)| {
+        let r = Rect {
+            x0: x,
+            y0: y,
+            x1: x + w,
+            y1: y + h,
+        }
+        .intersect(&Rect::of_image(img));
+        let mut n = 0usize;
+        for py in r.y0..r.y1 {
+            for px in r.x0..r.x1 {
+                let c = *img.get_pixel(px as u32, py as u32);
+                n += usize::from(c != BACKGROUND && c != GRID);
+            }
+        }
+        n
+    };
+    let mut best = corners[0];
+    let mut best_ink = usize::MAX;
+    for c in corners {
+        let n = ink(c);
+        if n < best_ink {
+            (best, best_ink) = (c, n);
+        }
+    }
+    best
 }
