@@ -71,13 +71,17 @@ fn backbone() -> &'static HashMap<String, Tensor> {
 fn weights(classes: usize) -> HashMap<String, Tensor> {
     let mut t = backbone().clone();
     let features = TResNetConfig::tresnet_m(classes).num_features();
+    // a small random head over spread biases: scores that depend on the image but stay
+    // distinct and away from 0 and 1 (a head of std 0.05 on the random backbone's features gave
+    // logits of +-70, and a threshold test between two scores that were both 1.0 in f32)
     t.insert(
         "head.fc.weight".into(),
-        Tensor::randn(0f32, 0.05, (classes, features), &Device::Cpu).expect("head"),
+        Tensor::randn(0f32, 5e-5, (classes, features), &Device::Cpu).expect("head"),
     );
+    let spread = (0..classes).map(|i| 3.0 * i as f32 / classes.max(2) as f32 - 1.5);
     t.insert(
         "head.fc.bias".into(),
-        Tensor::zeros(classes, DType::F32, &Device::Cpu).expect("bias"),
+        Tensor::from_iter(spread, &Device::Cpu).expect("bias"),
     );
     t
 }
@@ -215,6 +219,10 @@ fn infer_labels_images_in_every_format() {
     let s: Vec<f64> = serde_json::from_value(json_lines(&o)[0]["scores"].clone()).expect("s");
     let mut sorted = s.clone();
     sorted.sort_by(f64::total_cmp);
+    assert!(
+        sorted[0] < sorted[1] && sorted[1] < sorted[2] && sorted[0] > 1e-3 && sorted[2] < 0.999,
+        "the test model's scores are distinct and not saturated: {sorted:?}"
+    );
     let mid = ((sorted[0] + sorted[1]) / 2.0).to_string();
     let o = cli(
         &["infer", "-m", m, "--format", "json", "--threshold", &mid, a],
