@@ -1,22 +1,17 @@
-//! Fine-tunes a small TResNet on an in-memory dataset (the embedded digit mosaics) with a
-//! callback of its own: one line per epoch, and an early stop at 90 mAP.
-//! `cargo run --release -p asl-tresnet --example finetune -- [OUT] [EPOCHS] [IMAGES]`
-use std::sync::Arc;
-
+//! Fine-tunes on in-memory digit mosaics; a callback stops at 90 mAP. Args: OUT EPOCHS IMAGES
 use asl_tresnet::augment::AugmentConfig;
 use asl_tresnet::data::{demo, Dataset};
 use asl_tresnet::train::{Event, Flow, TrainConfig, TrainOptions, Trainer};
+use std::sync::Arc;
 
 fn main() -> asl_tresnet::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let out = args.next().unwrap_or_else(|| "finetune-run".into());
-    let epochs = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let images = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
-    let digits = demo::load()?;
-    let mut train = digits.train.clone();
-    train.images.truncate(images);
-    train.labels.truncate(images);
-    let (train, val) = (train.to_dataset()?, digits.val.to_dataset()?);
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize, default| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let out = args.get(1).map_or("finetune-run", String::as_str);
+    let (epochs, images) = (arg(2, 3), arg(3, 2000));
+    let mut digits = demo::load()?;
+    digits.train.truncate(images);
+    let (train, val) = (digits.train.to_dataset()?, digits.val.to_dataset()?);
     let cfg = TrainConfig {
         image_size: 32,
         epochs,
@@ -28,25 +23,18 @@ fn main() -> asl_tresnet::Result<()> {
     };
     let mut trainer = Trainer::new(cfg, train.classes().to_vec(), TrainOptions::new(&out))?;
     let mut report = |event: &Event<'_>| -> asl_tresnet::Result<Flow> {
-        let Event::EpochEnded(history) = event else {
-            return Ok(Flow::Continue);
-        };
-        let e = &history[history.len() - 1];
-        println!(
-            "epoch {}: loss {:.3}, mAP {:.2}",
-            e.epoch, e.train_loss, e.val_map
-        );
-        Ok(if e.val_map > 90.0 {
-            Flow::Stop
-        } else {
-            Flow::Continue
-        })
+        if let Event::EpochEnded(history) = event {
+            let e = &history[history.len() - 1];
+            let (n, loss, map) = (e.epoch, e.train_loss, e.val_map);
+            println!("epoch {n}: loss {loss:.3}, mAP {map:.2}");
+            if map > 90.0 {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
     };
     let summary = trainer.fit(Arc::new(train), Arc::new(val), &mut [&mut report])?;
-    println!(
-        "best mAP {:.2}: {}",
-        summary.best_map,
-        summary.best_path.display()
-    );
+    let (map, path) = (summary.best_map, summary.best_path.display());
+    println!("best mAP {map:.2}: {path}");
     Ok(())
 }

@@ -54,8 +54,7 @@ fn write_splits(args: &DemoArgs) -> Result<Splits> {
     };
     let mut train_split = demo.train.clone();
     if let Some(n) = args.train_images {
-        train_split.images.truncate(n.max(1));
-        train_split.labels.truncate(n.max(1));
+        train_split.truncate(n.max(1));
     }
     let classes: Vec<String> = data::CLASSES.iter().map(|c| c.to_string()).collect();
     let read = |p: &Path| {

@@ -76,6 +76,12 @@ impl DemoSplit {
         self.images.is_empty()
     }
 
+    /// Keeps the first `len` images and their labels (all of them when `len` is larger).
+    pub fn truncate(&mut self, len: usize) {
+        self.images.truncate(len);
+        self.labels.truncate(len);
+    }
+
     /// The split as an in-memory dataset over [`CLASSES`] (an error only for a split whose
     /// label rows were edited to the wrong length).
     pub fn to_dataset(&self) -> Result<InMemoryDataset, DataError> {
