@@ -21,7 +21,7 @@ fn main() -> asl_tresnet::Result<()> {
         augment: AugmentConfig::none(),
         ..TrainConfig::recipe("tresnet_custom:1-1-1-1:0.25")
     };
-    let mut trainer = Trainer::new(cfg, train.classes().to_vec(), TrainOptions::new(&out))?;
+    let mut trainer = Trainer::new(cfg, train.classes().to_vec(), TrainOptions::new(out))?;
     let mut report = |event: &Event<'_>| -> asl_tresnet::Result<Flow> {
         if let Event::EpochEnded(history) = event {
             let e = &history[history.len() - 1];
