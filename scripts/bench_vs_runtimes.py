@@ -30,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import pick, time_ms  # noqa: E402
+from benchlib import parse_cases, pick, time_ms  # noqa: E402
 
 import numpy as np  # noqa: E402
 import timm  # noqa: E402
@@ -39,16 +39,6 @@ import torch  # noqa: E402
 CASES = "tresnet_m@224:1,tresnet_m@224:8,tresnet_l@448:1"
 # the ONNX export must agree with timm to this fraction of the logits' scale before timing
 EXPORT_TOLERANCE = 1e-4
-
-
-def parse_cases(text):
-    """`arch@size:batch,...` -> [(arch, size, batch)]."""
-    out = []
-    for case in text.split(","):
-        arch, rest = case.split("@")
-        size, batch = rest.split(":")
-        out.append((arch, int(size), int(batch)))
-    return out
 
 
 def scaled_diff(a, b):

@@ -26,7 +26,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import pick, time_ms  # noqa: E402
+from benchlib import parse_cases, pick, time_ms  # noqa: E402
 
 import timm  # noqa: E402
 import torch  # noqa: E402
@@ -34,16 +34,6 @@ import torch  # noqa: E402
 INFER_CASES = "tresnet_m@224:1,tresnet_m@224:8,tresnet_l@448:1"
 TRAIN_CASES = "tresnet_m@224:8"
 CLASSES = 80  # the training cases' classifier (inference: timm's 1000)
-
-
-def parse_cases(text):
-    """`arch@size:batch,...` -> [(arch, size, batch)]."""
-    out = []
-    for case in text.split(","):
-        arch, rest = case.split("@")
-        size, batch = rest.split(":")
-        out.append((arch, int(size), int(batch)))
-    return out
 
 
 def timm_ips(arch, size, batch, args):

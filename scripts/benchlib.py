@@ -33,3 +33,13 @@ def time_ms(step, runs, warmup=2, sync=None, pipelined=False):
 def pick(sorted_times, q):
     """The `q` quantile (0.5: the median) of sorted times, nearest rank."""
     return sorted_times[round((len(sorted_times) - 1) * q)]
+
+
+def parse_cases(text):
+    """`arch@size:batch,...` -> [(arch, size, batch)]."""
+    out = []
+    for case in text.split(","):
+        arch, rest = case.split("@")
+        size, batch = rest.split(":")
+        out.append((arch, int(size), int(batch)))
+    return out
