@@ -30,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import parse_cases, pick, time_ms  # noqa: E402
+from benchlib import asl_cli, parse_cases, pick, time_ms  # noqa: E402
 
 import numpy as np  # noqa: E402
 import timm  # noqa: E402
@@ -237,10 +237,7 @@ def main():
                     help="per-layer times of OpenVINO and asl-rs, and the fp32 peak")
     ap.add_argument("--json", help="also append one JSON line per case to this file")
     args = ap.parse_args()
-    cli = args.asl_cli
-    if cli is None:
-        subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "asl-cli"], check=True)
-        cli = "target/release/asl-cli"
+    cli = asl_cli(args.asl_cli)
     torch.set_num_threads(args.threads)
     import onnxruntime
     import openvino

@@ -26,7 +26,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import parse_cases, pick, time_ms  # noqa: E402
+from benchlib import asl_cli, parse_cases, pick, time_ms  # noqa: E402
 
 import timm  # noqa: E402
 import torch  # noqa: E402
@@ -76,10 +76,7 @@ def main():
     ap.add_argument("--asl-cli", help="a built asl-cli (default: cargo build --release here)")
     ap.add_argument("--json", action="store_true", help="also print one JSON line per case")
     args = ap.parse_args()
-    cli = args.asl_cli
-    if cli is None:
-        subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "asl-cli"], check=True)
-        cli = "target/release/asl-cli"
+    cli = asl_cli(args.asl_cli)
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # f32 means f32 on both sides

@@ -1,6 +1,8 @@
-"""Shared timing helpers of the PyTorch comparison scripts (bench_vs_pytorch.py,
-bench_vs_timm.py, bench_asl_torch_cuda.py): one timing loop for all of them."""
+"""Shared helpers of the comparison scripts (bench_vs_pytorch.py, bench_vs_timm.py,
+bench_vs_runtimes.py, bench_asl_torch_cuda.py): one timing loop for all of them, the case list
+parser, the asl-cli to run."""
 
+import subprocess
 import time
 
 
@@ -43,3 +45,11 @@ def parse_cases(text):
         size, batch = rest.split(":")
         out.append((arch, int(size), int(batch)))
     return out
+
+
+def asl_cli(path):
+    """`path`, or a release asl-cli built here when it is None."""
+    if path is not None:
+        return path
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "asl-cli"], check=True)
+    return "target/release/asl-cli"
